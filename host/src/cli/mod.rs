@@ -1,0 +1,25 @@
+//! Command-line subcommands of the `agentserver` binary.
+//!
+//! `main.rs` parses arguments with [`Cli`] and calls [`Cli::run`]; each
+//! subcommand lives in its own module and returns `anyhow::Result`, the one
+//! place errors become text for a person.
+
+use clap::{Parser, Subcommand};
+
+/// AgentServer: hosts sandboxed WebAssembly agents on one canonical XML bus.
+#[derive(Debug, Parser)]
+#[command(name = "agentserver", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+impl Cli {
+    /// Runs the chosen subcommand.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.command {}
+    }
+}

@@ -1,0 +1,10 @@
+//! AgentServer: one process, one port, many bounded agents.
+//!
+//! The library holds everything the `agentserver` binary does, so that it can be
+//! tested without a shell:
+//!
+//! - [`xml`] — hardening, repair, exclusive canonical XML and the message envelope.
+//! - [`cli`] — the command-line subcommands (the binary only parses and dispatches).
+
+pub mod cli;
+pub mod xml;

@@ -1,0 +1,1 @@
+//! XML core: hardening, repair, exclusive C14N and the message envelope.
