@@ -4,7 +4,9 @@
 //! tested without a shell:
 //!
 //! - [`xml`] — hardening, repair, exclusive canonical XML and the message envelope.
+//! - [`runtime`] — wasm agents as sandboxed components under hard limits.
 //! - [`cli`] — the command-line subcommands (the binary only parses and dispatches).
 
 pub mod cli;
 pub mod xml;
+pub mod runtime;

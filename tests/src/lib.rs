@@ -1,0 +1,80 @@
+//! Shared harness for the end-to-end tests: finds the example agents built by
+//! `make agents`, and gives each test binary one runtime to load them into.
+
+use agentserver::runtime::{
+    Agent, AgentLimits, CallError, Delivery, Runtime, RuntimeConfig, SessionKey,
+};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+/// The folder holding the built example agents: `$AGENTSERVER_AGENTS_DIR`, or
+/// the workspace's `target/wasm32-wasip2/release`.
+pub fn agents_dir() -> PathBuf {
+    match std::env::var_os("AGENTSERVER_AGENTS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/wasm32-wasip2/release"),
+    }
+}
+
+/// The path of example agent `name`'s component; panics with the command to
+/// run when it has not been built.
+pub fn agent_wasm(name: &str) -> PathBuf {
+    let path = agents_dir().join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the example agents with `make agents`",
+        path.display()
+    );
+    path
+}
+
+/// The bytes of example agent `name`'s component.
+pub fn agent_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(agent_wasm(name)).expect("read agent component")
+}
+
+/// A runtime config small enough that several runtimes fit in one test
+/// process.
+pub fn small_runtime_config() -> RuntimeConfig {
+    RuntimeConfig {
+        max_instances: 64,
+        ..RuntimeConfig::default()
+    }
+}
+
+/// The runtime shared by the tests of one test binary.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| Runtime::new(small_runtime_config()).expect("start runtime"))
+}
+
+/// Example agent `component` loaded into the shared runtime as `name`.
+pub fn agent(component: &str, limits: AgentLimits) -> Arc<Agent> {
+    let loaded = runtime()
+        .load_component_file(&agent_wasm(component))
+        .expect("load example agent");
+    runtime()
+        .agent(component, loaded, limits)
+        .expect("make agent")
+}
+
+/// Calls `agent` in `session` with `payload`, whose root tag is `tag`.
+pub async fn call(
+    agent: &Agent,
+    session: &str,
+    tag: &str,
+    payload: &str,
+) -> Result<Vec<String>, CallError> {
+    agent
+        .call(
+            &SessionKey::from(session),
+            Delivery {
+                thread: "thread-1",
+                sender: "user:test",
+                tag,
+                payload,
+            },
+        )
+        .await
+}

@@ -1,0 +1,422 @@
+//! One admitted agent: its component, its limits, and its live instances,
+//! one per session.
+//!
+//! # Calls
+//!
+//! [`Agent::call`] admits the call (or refuses it as [`CallError::Busy`]),
+//! waits its turn behind earlier calls of the same session, waits for one of
+//! `max_concurrent` permits, and runs the guest's `handle` in the session's
+//! instance, creating the instance first if there is none. Within one
+//! session, calls to one agent run one at a time in the order they were
+//! admitted (tokio's mutex is fair); across sessions they run concurrently,
+//! up to `max_concurrent`.
+//!
+//! # Cancellation
+//!
+//! Dropping a call's future before it finishes drops the instance it was
+//! running in (the store cannot be trusted mid-call); the session's next call
+//! gets a fresh instance. Nothing else is left behind: the admission count
+//! and the permit are released by guards.
+
+use super::bindings::{Agent as AgentWorld, Envelope, Failure};
+use super::components::{describe, AgentComponent};
+use super::error::{CallError, GuestFailure};
+use super::limits::AgentLimits;
+use super::output::GuestOutput;
+use super::state::{GuestLimit, InstanceState};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::Semaphore;
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+
+/// The longest failure text kept from a guest; the rest is cut.
+const MAX_FAILURE_TEXT: usize = 1024;
+
+/// Whose instance a call runs in: the session that started the thread.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey(Arc<str>);
+
+impl SessionKey {
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for SessionKey {
+    fn from(key: &str) -> Self {
+        SessionKey(key.into())
+    }
+}
+
+impl From<String> for SessionKey {
+    fn from(key: String) -> Self {
+        SessionKey(key.into())
+    }
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionKey({})", self.0)
+    }
+}
+
+/// One message as the agent receives it (the WIT `envelope`).
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    /// The thread's opaque id.
+    pub thread: &'a str,
+    /// Who sent it: an agent's name or `user:NAME`.
+    pub sender: &'a str,
+    /// The payload's root tag, in Clark notation.
+    pub tag: &'a str,
+    /// The payload, one element in exclusive canonical form.
+    pub payload: &'a str,
+}
+
+/// A snapshot of an agent's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AgentStats {
+    /// Calls running in the guest right now.
+    pub in_flight: usize,
+    /// The most calls ever in flight at once.
+    pub peak_in_flight: usize,
+    /// Calls admitted and waiting (for the session's turn or a permit).
+    pub queued: usize,
+    /// Live instances (sessions with state).
+    pub instances: usize,
+    /// Calls that ran to completion in the guest, successful or not.
+    pub calls: u64,
+}
+
+/// An admitted agent and its instances.
+pub struct Agent {
+    name: Arc<str>,
+    component: Arc<AgentComponent>,
+    limits: AgentLimits,
+    engine: Engine,
+    slots: Mutex<HashMap<SessionKey, Arc<tokio::sync::Mutex<Slot>>>>,
+    permits: Semaphore,
+    admitted: AtomicUsize,
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
+    calls: AtomicU64,
+}
+
+/// The instance of one session, if it has one.
+struct Slot {
+    live: Option<Live>,
+    last_used: Instant,
+}
+
+struct Live {
+    store: Store<InstanceState>,
+    world: AgentWorld,
+}
+
+impl Agent {
+    pub(crate) fn new(
+        name: &str,
+        component: Arc<AgentComponent>,
+        limits: AgentLimits,
+        engine: Engine,
+    ) -> Self {
+        Agent {
+            name: name.into(),
+            component,
+            permits: Semaphore::new(limits.max_concurrent.max(1)),
+            limits,
+            engine,
+            slots: Mutex::new(HashMap::new()),
+            admitted: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            peak_in_flight: AtomicUsize::new(0),
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// The agent's registered name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The component it runs.
+    pub fn component(&self) -> &Arc<AgentComponent> {
+        &self.component
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> &AgentLimits {
+        &self.limits
+    }
+
+    /// Its counters, now.
+    pub fn stats(&self) -> AgentStats {
+        let admitted = self.admitted.load(Ordering::Relaxed);
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        AgentStats {
+            in_flight,
+            peak_in_flight: self.peak_in_flight.load(Ordering::Relaxed),
+            queued: admitted.saturating_sub(in_flight),
+            instances: self.lock_slots().len(),
+            calls: self.calls.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Handles one message in `session`'s instance and returns the payloads
+    /// the agent emitted.
+    pub async fn call(
+        &self,
+        session: &SessionKey,
+        delivery: Delivery<'_>,
+    ) -> Result<Vec<String>, CallError> {
+        let _admission = self.admit()?;
+        let slot = self.slot(session);
+        let mut slot = slot.lock().await;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| CallError::Instantiate("agent is shutting down".into()))?;
+        let _flight = InFlight::enter(self);
+
+        let now = Instant::now();
+        if now.duration_since(slot.last_used) > self.limits.session_timeout {
+            slot.live = None;
+        }
+        let mut live = match slot.live.take() {
+            Some(live) => live,
+            None => self.instantiate().await?,
+        };
+        let result = self.run(&mut live, delivery).await;
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        slot.last_used = Instant::now();
+        match result {
+            Outcome::Kept(result) => {
+                slot.live = Some(live);
+                result
+            }
+            Outcome::Discarded(error) => Err(error),
+        }
+    }
+
+    /// Drops `session`'s instance, if any; a call in flight finishes first.
+    pub fn end_session(&self, session: &SessionKey) {
+        self.lock_slots().remove(session);
+    }
+
+    /// Drops every instance idle for longer than `session_timeout` and
+    /// returns how many were dropped. Instances with a call in flight or
+    /// waiting are kept.
+    pub fn evict_idle(&self) -> usize {
+        let now = Instant::now();
+        let timeout = self.limits.session_timeout;
+        let mut slots = self.lock_slots();
+        let before = slots.len();
+        slots.retain(|_, slot| match slot.try_lock() {
+            Ok(slot) => now.duration_since(slot.last_used) <= timeout,
+            Err(_) => true,
+        });
+        before - slots.len()
+    }
+
+    fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Arc<tokio::sync::Mutex<Slot>>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn slot(&self, session: &SessionKey) -> Arc<tokio::sync::Mutex<Slot>> {
+        let mut slots = self.lock_slots();
+        Arc::clone(slots.entry(session.clone()).or_insert_with(|| {
+            Arc::new(tokio::sync::Mutex::new(Slot {
+                live: None,
+                last_used: Instant::now(),
+            }))
+        }))
+    }
+
+    fn admit(&self) -> Result<Admission<'_>, CallError> {
+        let capacity = self.limits.max_concurrent.max(1) + self.limits.max_queued;
+        self.admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < capacity).then_some(n + 1)
+            })
+            .map_err(|_| CallError::Busy {
+                max_concurrent: self.limits.max_concurrent,
+                max_queued: self.limits.max_queued,
+            })?;
+        Ok(Admission(self))
+    }
+
+    async fn instantiate(&self) -> Result<Live, CallError> {
+        let output = GuestOutput::new(Arc::clone(&self.name));
+        let mut store = Store::new(
+            &self.engine,
+            InstanceState::new(self.limits.memory_bytes, Arc::clone(&output)),
+        );
+        store.limiter(|state| state.limiter());
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        self.arm(&mut store, "");
+        let started = tokio::time::timeout(
+            self.limits.timeout(),
+            self.component.pre.instantiate_async(&mut store),
+        )
+        .await;
+        output.end_call();
+        match started {
+            Ok(Ok(world)) => Ok(Live { store, world }),
+            Ok(Err(error)) => Err(match self.classify(&error) {
+                CallError::Trap(_) => CallError::Instantiate(describe(&error)),
+                limit => limit,
+            }),
+            Err(_) => Err(self.timeout_error()),
+        }
+    }
+
+    /// Refuels the store and resets its deadline and output budget for one
+    /// call on `thread`.
+    fn arm(&self, store: &mut Store<InstanceState>, thread: &str) {
+        // Fuel is enabled on the engine, so setting it cannot fail.
+        let _ = store.set_fuel(self.limits.fuel);
+        store.set_epoch_deadline(1);
+        store.data().output.begin_call(thread, self.limits.max_log_bytes);
+    }
+
+    async fn run(&self, live: &mut Live, delivery: Delivery<'_>) -> Outcome {
+        self.arm(&mut live.store, delivery.thread);
+        let envelope = Envelope {
+            thread: delivery.thread.to_owned(),
+            sender: delivery.sender.to_owned(),
+            tag: delivery.tag.to_owned(),
+            payload: delivery.payload.to_owned(),
+        };
+        let result = tokio::time::timeout(
+            self.limits.timeout(),
+            live.world.call_handle(&mut live.store, &envelope),
+        )
+        .await;
+        live.store.data().output.end_call();
+        match result {
+            Err(_elapsed) => Outcome::Discarded(self.timeout_error()),
+            Ok(Err(trap)) => Outcome::Discarded(self.classify(&trap)),
+            Ok(Ok(Err(failure))) => Outcome::Kept(Err(CallError::Guest(failure.into()))),
+            Ok(Ok(Ok(payloads))) => Outcome::Kept(self.check_output(payloads)),
+        }
+    }
+
+    fn check_output(&self, payloads: Vec<String>) -> Result<Vec<String>, CallError> {
+        if payloads.len() > self.limits.max_emitted_payloads {
+            return Err(CallError::InvalidOutput(format!(
+                "returned {} payloads; the limit is {} per call",
+                payloads.len(),
+                self.limits.max_emitted_payloads
+            )));
+        }
+        let bytes: usize = payloads.iter().map(String::len).sum();
+        if bytes > self.limits.max_emitted_bytes {
+            return Err(CallError::InvalidOutput(format!(
+                "returned {bytes} bytes of payloads; the limit is {} per call",
+                self.limits.max_emitted_bytes
+            )));
+        }
+        Ok(payloads)
+    }
+
+    fn timeout_error(&self) -> CallError {
+        CallError::Timeout {
+            timeout_ms: self.limits.timeout_ms,
+        }
+    }
+
+    /// Names the way a call trapped.
+    fn classify(&self, error: &wasmtime::Error) -> CallError {
+        if let Some(limit) = error.downcast_ref::<GuestLimit>() {
+            return match limit {
+                GuestLimit::Memory => CallError::OutOfMemory {
+                    limit_bytes: self.limits.memory_bytes,
+                },
+                GuestLimit::Output => CallError::OutputLimit {
+                    limit_bytes: self.limits.max_log_bytes,
+                },
+            };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => CallError::OutOfFuel {
+                fuel: self.limits.fuel,
+            },
+            Some(Trap::StackOverflow) => CallError::StackOverflow,
+            Some(Trap::Interrupt) => self.timeout_error(),
+            Some(trap) => {
+                let text = trap.to_string();
+                CallError::Trap(text.strip_prefix("wasm trap: ").unwrap_or(&text).to_owned())
+            }
+            None => CallError::Trap(describe(error)),
+        }
+    }
+}
+
+impl fmt::Debug for Agent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Agent")
+            .field("name", &self.name)
+            .field("component", &self.component.hash())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a call ended, and whether its instance may be used again.
+enum Outcome {
+    /// The guest returned; its instance is intact.
+    Kept(Result<Vec<String>, CallError>),
+    /// The guest trapped or ran out of time; its instance is gone.
+    Discarded(CallError),
+}
+
+/// One admitted call; released on drop.
+struct Admission<'a>(&'a Agent);
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One call running in the guest; released on drop.
+struct InFlight<'a>(&'a Agent);
+
+impl<'a> InFlight<'a> {
+    fn enter(agent: &'a Agent) -> Self {
+        let now = agent.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        agent.peak_in_flight.fetch_max(now, Ordering::AcqRel);
+        InFlight(agent)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl From<Failure> for GuestFailure {
+    fn from(failure: Failure) -> Self {
+        let cut = |mut text: String| {
+            if text.len() > MAX_FAILURE_TEXT {
+                let mut end = MAX_FAILURE_TEXT;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+            }
+            text
+        };
+        match failure {
+            Failure::Malformed(text) => GuestFailure::Malformed(cut(text)),
+            Failure::Refused(text) => GuestFailure::Refused(cut(text)),
+            Failure::Internal(text) => GuestFailure::Internal(cut(text)),
+        }
+    }
+}

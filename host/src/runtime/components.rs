@@ -1,0 +1,259 @@
+//! The component store: components kept by the SHA-256 of their bytes,
+//! checked against the agent world before they are accepted, and their
+//! compiled code cached on disk so that a restart does not recompile.
+//!
+//! # The compile cache
+//!
+//! `CACHE_DIR/HASH.cwasm` holds `Component::serialize` output and
+//! `CACHE_DIR/HASH.cwasm.sha256` the SHA-256 of that file. A cache file is
+//! used only when its checksum matches and wasmtime accepts it for this
+//! engine (same version, same settings); anything else — missing, corrupt,
+//! truncated, from another version — is ignored, recompiled and rewritten.
+//! Files are written to a temporary name and renamed, so a crash leaves
+//! either the old file or the new one.
+
+use super::bindings::AgentPre;
+use super::error::LoadError;
+use super::state::InstanceState;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use wasmtime::component::{Component, Linker};
+use wasmtime::Engine;
+
+/// The SHA-256 of a component's bytes; shown as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ComponentHash([u8; 32]);
+
+impl ComponentHash {
+    /// Hashes `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        ComponentHash(Sha256::digest(bytes).into())
+    }
+
+    /// The 32 raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ComponentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for ComponentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ComponentHash({self})")
+    }
+}
+
+/// A string that is not 64 hex digits.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a SHA-256 hash is 64 hexadecimal digits")]
+pub struct BadHash;
+
+impl FromStr for ComponentHash {
+    type Err = BadHash;
+
+    fn from_str(s: &str) -> Result<Self, BadHash> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(s.trim(), &mut bytes).map_err(|_| BadHash)?;
+        Ok(ComponentHash(bytes))
+    }
+}
+
+/// Where a component's compiled code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComponentOrigin {
+    /// Compiled from its bytes now.
+    Compiled,
+    /// Loaded from the on-disk compile cache.
+    Cached,
+}
+
+/// A component that implements the agent world, compiled and ready to
+/// instantiate. Only the component store makes one.
+pub struct AgentComponent {
+    hash: ComponentHash,
+    origin: ComponentOrigin,
+    pub(crate) pre: AgentPre<InstanceState>,
+}
+
+impl AgentComponent {
+    /// The SHA-256 of the component's bytes.
+    pub fn hash(&self) -> ComponentHash {
+        self.hash
+    }
+
+    /// Whether the compiled code was compiled now or loaded from the cache.
+    pub fn origin(&self) -> ComponentOrigin {
+        self.origin
+    }
+}
+
+impl fmt::Debug for AgentComponent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentComponent")
+            .field("hash", &self.hash)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Components by hash, validated and compiled once.
+pub(crate) struct ComponentStore {
+    engine: Engine,
+    linker: Linker<InstanceState>,
+    cache_dir: Option<PathBuf>,
+    loaded: Mutex<HashMap<ComponentHash, Arc<AgentComponent>>>,
+}
+
+/// The first four bytes of every wasm binary.
+const WASM_MAGIC: &[u8] = b"\0asm";
+/// The version field of a core module (a component has another).
+const CORE_MODULE_VERSION: &[u8] = &[1, 0, 0, 0];
+
+impl ComponentStore {
+    pub(crate) fn new(
+        engine: Engine,
+        linker: Linker<InstanceState>,
+        cache_dir: Option<PathBuf>,
+    ) -> Self {
+        ComponentStore {
+            engine,
+            linker,
+            cache_dir,
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Validates and compiles `bytes` (or finds them already loaded, or in
+    /// the cache). Compiling is CPU-bound and can take seconds for a large
+    /// component: call this off the async reactor.
+    pub(crate) fn load(&self, bytes: &[u8]) -> Result<Arc<AgentComponent>, LoadError> {
+        let hash = ComponentHash::of(bytes);
+        if let Some(found) = self.lock().get(&hash) {
+            return Ok(Arc::clone(found));
+        }
+        if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+            return Err(LoadError::NotWasm);
+        }
+        if &bytes[4..8] == CORE_MODULE_VERSION {
+            return Err(LoadError::CoreModule);
+        }
+        let (component, origin) = match self.load_cached(&hash) {
+            Some(component) => (component, ComponentOrigin::Cached),
+            None => {
+                let component = Component::new(&self.engine, bytes)
+                    .map_err(|e| LoadError::Invalid(describe(&e)))?;
+                (component, ComponentOrigin::Compiled)
+            }
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WorldMismatch(describe(&e)))?;
+        let pre = AgentPre::new(instance_pre)
+            .map_err(|e| LoadError::WorldMismatch(describe(&e)))?;
+        if origin == ComponentOrigin::Compiled {
+            self.store_cached(&hash, &component);
+        }
+        let loaded = Arc::new(AgentComponent { hash, origin, pre });
+        self.lock().insert(hash, Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    /// Reads and loads a component file.
+    pub(crate) fn load_file(&self, path: &Path) -> Result<Arc<AgentComponent>, LoadError> {
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Io(e.kind().to_string()))?;
+        self.load(&bytes)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ComponentHash, Arc<AgentComponent>>> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cache_paths(&self, hash: &ComponentHash) -> Option<(PathBuf, PathBuf)> {
+        let dir = self.cache_dir.as_ref()?;
+        Some((
+            dir.join(format!("{hash}.cwasm")),
+            dir.join(format!("{hash}.cwasm.sha256")),
+        ))
+    }
+
+    /// The cached compiled code for `hash`, if present, intact and made by a
+    /// compatible engine.
+    fn load_cached(&self, hash: &ComponentHash) -> Option<Component> {
+        let (code_path, sum_path) = self.cache_paths(hash)?;
+        let code = std::fs::read(&code_path).ok()?;
+        let recorded = std::fs::read_to_string(&sum_path).ok()?;
+        if recorded.trim() != hex::encode(Sha256::digest(&code)) {
+            tracing::warn!(component = %hash, "compiled cache file is corrupt; recompiling");
+            return None;
+        }
+        // SAFETY: `deserialize` trusts its input to be wasmtime's own
+        // serialization. The bytes are exactly those this store wrote (their
+        // checksum matches the one recorded beside them, in a directory only
+        // the server writes), and wasmtime itself refuses output of another
+        // version or configuration.
+        match unsafe { Component::deserialize(&self.engine, &code) } {
+            Ok(component) => Some(component),
+            Err(error) => {
+                tracing::info!(component = %hash, error = %describe(&error),
+                    "compiled cache file not usable by this engine; recompiling");
+                None
+            }
+        }
+    }
+
+    /// Writes the compiled code for `hash` to the cache. Failures are logged
+    /// and otherwise ignored: the cache only saves time.
+    fn store_cached(&self, hash: &ComponentHash, component: &Component) {
+        let Some((code_path, sum_path)) = self.cache_paths(hash) else {
+            return;
+        };
+        let result = component
+            .serialize()
+            .map_err(|e| std::io::Error::other(describe(&e)))
+            .and_then(|code| {
+                let sum = hex::encode(Sha256::digest(&code));
+                write_atomically(&code_path, &code)?;
+                write_atomically(&sum_path, sum.as_bytes())
+            });
+        if let Err(error) = result {
+            tracing::warn!(component = %hash, %error, "could not write the compile cache");
+        }
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// A wasmtime error as one line: its messages from outermost to root cause.
+pub(crate) fn describe(error: &wasmtime::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if !text.is_empty() {
+            if text.contains(&cause) {
+                continue;
+            }
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}

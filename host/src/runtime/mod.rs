@@ -1,0 +1,162 @@
+//! The agent runtime: loads agents as sandboxed WebAssembly components and
+//! calls them under hard limits.
+//!
+//! [`Runtime`] owns the one `wasmtime::Engine` (component model, pooling
+//! allocator, fuel, epoch interruption), the linker (WASI with nothing
+//! granted, plus the agent world's `host` import) and the component store
+//! (components by SHA-256, compiled code cached on disk). From a loaded
+//! [`AgentComponent`] it makes an [`Agent`], which keeps one instance per
+//! session and enforces the agent's [`AgentLimits`] on every call.
+//!
+//! ```no_run
+//! use agentserver::runtime::{AgentLimits, Delivery, Runtime, RuntimeConfig, SessionKey};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = Runtime::new(RuntimeConfig::default())?;
+//! let component = runtime.load_component_file("echo.wasm".as_ref())?;
+//! let echo = runtime.agent("echo", component, AgentLimits::default())?;
+//! let payloads = echo
+//!     .call(
+//!         &SessionKey::from("session-1"),
+//!         Delivery { thread: "t1", sender: "user:alice", tag: "echo", payload: "<echo>hi</echo>" },
+//!     )
+//!     .await?;
+//! assert_eq!(payloads, ["<echoed>hi</echoed>"]);
+//! # Ok(()) }
+//! ```
+//!
+//! # How calls avoid blocking the reactor
+//!
+//! Calls use wasmtime's async support: the guest runs on a fiber, polled by
+//! whichever tokio task awaits [`Agent::call`]. A ticker thread advances the
+//! engine's epoch every [`RuntimeConfig::epoch_tick`] (1 ms); at each tick a
+//! running guest yields back to the executor, so a busy agent holds a worker
+//! thread for at most one tick at a time, and the call's wall-time limit (a
+//! tokio timer around the call) can end it. WASI host calls (a guest's sleep,
+//! say) are async too and never block a thread. This costs far less per call
+//! than handing each call to a blocking thread pool, which is what keeps a
+//! warm call in the low microseconds.
+//!
+//! # Limits
+//!
+//! Fuel, memory (a `ResourceLimiter` that traps the guest past
+//! `memory_bytes`), wall time, wasm stack depth and output bytes are enforced
+//! per call; a call that breaks one ends with its [`CallError`], its instance
+//! is discarded, and nothing else is affected. `max_concurrent` and
+//! `max_queued` bound the calls of one agent; the pool bounds the instances of
+//! all agents together.
+
+mod agent;
+mod bindings;
+mod components;
+mod engine;
+mod error;
+mod limits;
+mod output;
+mod state;
+
+pub use agent::{Agent, AgentStats, Delivery, SessionKey};
+pub use components::{AgentComponent, BadHash, ComponentHash, ComponentOrigin};
+pub use error::{CallError, GuestFailure, LoadError};
+pub use limits::{AgentLimits, RuntimeConfig};
+pub use output::MAX_LINE_BYTES;
+
+use components::ComponentStore;
+use engine::EpochTicker;
+use state::InstanceState;
+use std::path::Path;
+use std::sync::Arc;
+use thiserror::Error;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::Engine;
+
+/// Why the runtime could not start, or an agent could not be made.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    /// The engine rejected its configuration (for example a pool too large
+    /// for the address space).
+    #[error("cannot configure the wasm engine: {0}")]
+    Engine(String),
+    /// The epoch ticker thread could not start.
+    #[error("cannot start the epoch ticker: {0}")]
+    Ticker(std::io::Error),
+    /// An agent's memory limit is above the pool's largest memory.
+    #[error("memory_bytes {requested} is above the runtime's largest memory ({max})")]
+    MemoryAbovePool {
+        /// The agent's `memory_bytes`.
+        requested: usize,
+        /// [`RuntimeConfig::max_memory_bytes`].
+        max: usize,
+    },
+}
+
+/// The wasm engine, its linker and component store: the entry point of the
+/// runtime. Cheap to share behind an `Arc`; dropping it stops its ticker.
+pub struct Runtime {
+    engine: Engine,
+    components: ComponentStore,
+    config: RuntimeConfig,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Starts a runtime with `config`.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let engine =
+            engine::build_engine(&config).map_err(|e| RuntimeError::Engine(components::describe(&e)))?;
+        let mut linker = Linker::<InstanceState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| {
+                bindings::Agent::add_to_linker::<_, HasSelf<InstanceState>>(&mut linker, |state| {
+                    state
+                })
+            })
+            .map_err(|e| RuntimeError::Engine(components::describe(&e)))?;
+        let ticker =
+            EpochTicker::start(engine.clone(), config.epoch_tick).map_err(RuntimeError::Ticker)?;
+        Ok(Runtime {
+            components: ComponentStore::new(engine.clone(), linker, config.cache_dir.clone()),
+            engine,
+            config,
+            _ticker: ticker,
+        })
+    }
+
+    /// The configuration the runtime was started with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Validates and compiles a component (or loads its compiled code from
+    /// the cache). CPU-bound, up to seconds for a large component: from async
+    /// code, call it through `tokio::task::spawn_blocking`.
+    pub fn load_component(&self, bytes: &[u8]) -> Result<Arc<AgentComponent>, LoadError> {
+        self.components.load(bytes)
+    }
+
+    /// [`Runtime::load_component`] for a file.
+    pub fn load_component_file(&self, path: &Path) -> Result<Arc<AgentComponent>, LoadError> {
+        self.components.load_file(path)
+    }
+
+    /// Makes an agent named `name` that runs `component` under `limits`.
+    pub fn agent(
+        &self,
+        name: &str,
+        component: Arc<AgentComponent>,
+        limits: AgentLimits,
+    ) -> Result<Arc<Agent>, RuntimeError> {
+        if limits.memory_bytes > self.config.max_memory_bytes {
+            return Err(RuntimeError::MemoryAbovePool {
+                requested: limits.memory_bytes,
+                max: self.config.max_memory_bytes,
+            });
+        }
+        Ok(Arc::new(Agent::new(
+            name,
+            component,
+            limits,
+            self.engine.clone(),
+        )))
+    }
+}
