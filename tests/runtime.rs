@@ -11,8 +11,17 @@ use std::time::Duration;
 #[tokio::test]
 async fn echo_answers_with_the_same_content() {
     let echo = agent("echo", AgentLimits::default());
-    let out = call(&echo, "s1", "echo", "<echo>hello <b>world</b> &amp; more</echo>").await;
-    assert_eq!(out.unwrap(), ["<echoed>hello <b>world</b> &amp; more</echoed>"]);
+    let out = call(
+        &echo,
+        "s1",
+        "echo",
+        "<echo>hello <b>world</b> &amp; more</echo>",
+    )
+    .await;
+    assert_eq!(
+        out.unwrap(),
+        ["<echoed>hello <b>world</b> &amp; more</echoed>"]
+    );
 }
 
 #[tokio::test]
@@ -26,7 +35,11 @@ async fn calculator_evaluates_expressions() {
     ] {
         let payload = format!("<calculate>{expression}</calculate>");
         let out = call(&calc, "s1", "calculate", &payload).await.unwrap();
-        assert_eq!(out, [format!("<result>{expected}</result>")], "{expression}");
+        assert_eq!(
+            out,
+            [format!("<result>{expected}</result>")],
+            "{expression}"
+        );
     }
 }
 
@@ -106,12 +119,24 @@ async fn hostile_call_ends_with(tag: &str, limits: AgentLimits, expected: CallEr
     let hostile = agent("hostile", limits);
     let payload = format!("<{tag}/>");
     let got = call(&hostile, "victim", tag, &payload).await;
-    assert_eq!(got, Err(expected), "hostile <{tag}/>");
+    assert_eq!(got, Err(expected.clone()), "hostile <{tag}/>");
+    let kept = usize::from(!expected.discarded_instance());
+    assert_eq!(hostile.stats().instances, kept, "instance after <{tag}/>");
     let again = call(&hostile, "victim", "ok", "<ok/>").await;
     assert_eq!(again.unwrap(), ["<ok/>"], "fresh instance after <{tag}/>");
     let calc = agent("calculator", AgentLimits::default());
-    let out = call(&calc, "bystander", "calculate", "<calculate>6*7</calculate>").await;
-    assert_eq!(out.unwrap(), ["<result>42</result>"], "bystander after <{tag}/>");
+    let out = call(
+        &calc,
+        "bystander",
+        "calculate",
+        "<calculate>6*7</calculate>",
+    )
+    .await;
+    assert_eq!(
+        out.unwrap(),
+        ["<result>42</result>"],
+        "bystander after <{tag}/>"
+    );
 }
 
 #[tokio::test]
@@ -172,9 +197,8 @@ async fn agent_executing_unreachable_traps() {
 
 #[tokio::test]
 async fn agent_returning_ten_thousand_payloads_is_refused() {
-    let expected = CallError::InvalidOutput(
-        "returned 10000 payloads; the limit is 256 per call".into(),
-    );
+    let expected =
+        CallError::InvalidOutput("returned 10000 payloads; the limit is 256 per call".into());
     hostile_call_ends_with("flood", AgentLimits::default(), expected).await;
 }
 
@@ -222,7 +246,15 @@ async fn max_concurrent_is_honoured_and_a_full_queue_is_busy() {
     let answered = results.iter().filter(|r| r.is_ok()).count();
     let busy = results
         .iter()
-        .filter(|r| matches!(r, Err(CallError::Busy { max_concurrent: 2, max_queued: 3 })))
+        .filter(|r| {
+            matches!(
+                r,
+                Err(CallError::Busy {
+                    max_concurrent: 2,
+                    max_queued: 3
+                })
+            )
+        })
         .count();
     assert_eq!((answered, busy), (5, 5), "{results:?}");
     let stats = hostile.stats();
@@ -232,7 +264,9 @@ async fn max_concurrent_is_honoured_and_a_full_queue_is_busy() {
 
 /// Polls all futures concurrently on the current task and collects their
 /// outputs in order.
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
     let mut set = Vec::new();
     for future in futures {
         set.push(Box::pin(future));
@@ -255,12 +289,17 @@ async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = 
         }
     })
     .await;
-    outputs.into_iter().map(|o| o.expect("every future finished")).collect()
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
 }
 
 #[test]
 fn a_file_that_is_not_wasm_is_refused() {
-    let err = runtime().load_component(b"#!/bin/sh\necho hi\n").unwrap_err();
+    let err = runtime()
+        .load_component(b"#!/bin/sh\necho hi\n")
+        .unwrap_err();
     assert!(matches!(err, LoadError::NotWasm), "{err}");
 }
 
@@ -273,7 +312,9 @@ fn a_core_module_is_refused_as_not_a_component() {
 #[test]
 fn a_truncated_component_is_refused_as_invalid() {
     let bytes = agent_bytes("echo");
-    let err = runtime().load_component(&bytes[..bytes.len() / 2]).unwrap_err();
+    let err = runtime()
+        .load_component(&bytes[..bytes.len() / 2])
+        .unwrap_err();
     assert!(matches!(err, LoadError::Invalid(_)), "{err}");
 }
 
@@ -309,7 +350,9 @@ fn cached_runtime(dir: &std::path::Path) -> Runtime {
 async fn compiled_code_is_cached_and_a_corrupt_cache_file_is_rebuilt() {
     let cache = tempfile::tempdir().unwrap();
     let path = agent_wasm("counter");
-    let first = cached_runtime(cache.path()).load_component_file(&path).unwrap();
+    let first = cached_runtime(cache.path())
+        .load_component_file(&path)
+        .unwrap();
     assert_eq!(first.origin(), ComponentOrigin::Compiled);
     let cache_file = cache.path().join(format!("{}.cwasm", first.hash()));
     assert!(cache_file.is_file());
@@ -329,9 +372,15 @@ async fn compiled_code_is_cached_and_a_corrupt_cache_file_is_rebuilt() {
     let middle = code.len() / 2;
     code[middle] ^= 0xff;
     std::fs::write(&cache_file, &code).unwrap();
-    let third = cached_runtime(cache.path()).load_component_file(&path).unwrap();
+    let third = cached_runtime(cache.path())
+        .load_component_file(&path)
+        .unwrap();
     assert_eq!(third.origin(), ComponentOrigin::Compiled);
-    assert_ne!(std::fs::read(&cache_file).unwrap(), code, "cache file rewritten");
+    assert_ne!(
+        std::fs::read(&cache_file).unwrap(),
+        code,
+        "cache file rewritten"
+    );
     assert_eq!(
         cached_runtime(cache.path())
             .load_component_file(&path)

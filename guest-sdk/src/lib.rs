@@ -48,6 +48,7 @@ extern crate self as agentserver_guest;
 
 /// Bindings generated from `wit/agent.wit`.
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",

@@ -210,7 +210,7 @@ impl<'a> Parser<'a> {
             if rest.is_empty() {
                 return Err(malformed(&format!("element `{name}` is not closed")));
             }
-            if let Some(after) = rest.strip_prefix("</") {
+            if rest.starts_with("</") {
                 let inner = &self.src[inner_start..self.pos];
                 self.pos += 2;
                 let end_name = self.name()?;
@@ -219,7 +219,6 @@ impl<'a> Parser<'a> {
                         "`</{end_name}>` does not close `<{name}>`"
                     )));
                 }
-                let _ = after;
                 self.skip_whitespace();
                 self.expect(">")?;
                 return Ok(Element {
@@ -229,8 +228,7 @@ impl<'a> Parser<'a> {
                     inner,
                 });
             }
-            if rest.starts_with("<![CDATA[") {
-                let body = &rest["<![CDATA[".len()..];
+            if let Some(body) = rest.strip_prefix("<![CDATA[") {
                 let end = body
                     .find("]]>")
                     .ok_or_else(|| malformed("unterminated CDATA section"))?;
@@ -318,7 +316,9 @@ pub fn escape_attribute(value: &str) -> Cow<'_, str> {
 }
 
 fn escape(input: &str, attribute: bool) -> Cow<'_, str> {
-    let needs = |c: char| matches!(c, '&' | '<' | '>' | '\r') || (attribute && matches!(c, '"' | '\t' | '\n'));
+    let needs = |c: char| {
+        matches!(c, '&' | '<' | '>' | '\r') || (attribute && matches!(c, '"' | '\t' | '\n'))
+    };
     if !input.contains(needs) {
         return Cow::Borrowed(input);
     }
@@ -433,7 +433,15 @@ mod tests {
 
     #[test]
     fn refuses_broken_payloads_as_malformed() {
-        for bad in ["", "<a>", "<a></b>", "<a x=1/>", "<a>&bogus;</a>", "<a/><b/>", "text"] {
+        for bad in [
+            "",
+            "<a>",
+            "<a></b>",
+            "<a x=1/>",
+            "<a>&bogus;</a>",
+            "<a/><b/>",
+            "text",
+        ] {
             match Element::parse(bad) {
                 Err(Failure::Malformed(reason)) => assert!(!reason.is_empty()),
                 other => panic!("{bad:?} gave {other:?}"),

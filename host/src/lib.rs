@@ -8,5 +8,5 @@
 //! - [`cli`] — the command-line subcommands (the binary only parses and dispatches).
 
 pub mod cli;
-pub mod xml;
 pub mod runtime;
+pub mod xml;

@@ -12,8 +12,7 @@ use std::sync::{Arc, OnceLock};
 pub fn agents_dir() -> PathBuf {
     match std::env::var_os("AGENTSERVER_AGENTS_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/wasm32-wasip2/release"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release"),
     }
 }
 

@@ -251,9 +251,15 @@ mod tests {
         );
         assert_eq!(
             evaluate("2 $ 3"),
-            Err(ExpressionError::UnexpectedCharacter { found: '$', position: 3 })
+            Err(ExpressionError::UnexpectedCharacter {
+                found: '$',
+                position: 3
+            })
         );
-        assert!(matches!(evaluate("1.2.3"), Err(ExpressionError::BadNumber { .. })));
+        assert!(matches!(
+            evaluate("1.2.3"),
+            Err(ExpressionError::BadNumber { .. })
+        ));
         assert_eq!(evaluate("1e308 * 10"), Err(ExpressionError::Overflow));
         assert_eq!(evaluate(&"-".repeat(10_000)), Err(ExpressionError::TooDeep));
     }

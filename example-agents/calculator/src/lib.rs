@@ -13,9 +13,8 @@ struct Calculator;
 impl Agent for Calculator {
     fn handle(msg: Envelope) -> Result<Vec<String>, Failure> {
         let payload = xml::Element::parse(&msg.payload)?;
-        let value = expression::evaluate(&payload.text()).map_err(|error| {
-            Failure::Malformed(format!("cannot calculate: {error}"))
-        })?;
+        let value = expression::evaluate(&payload.text())
+            .map_err(|error| Failure::Malformed(format!("cannot calculate: {error}")))?;
         Ok(vec![xml::ElementBuilder::new("result")
             .text(&expression::format_number(value))
             .build()])

@@ -4,6 +4,9 @@
 //! subcommand lives in its own module and returns `anyhow::Result`, the one
 //! place errors become text for a person.
 
+mod demo;
+mod hash;
+
 use clap::{Parser, Subcommand};
 
 /// AgentServer: hosts sandboxed WebAssembly agents on one canonical XML bus.
@@ -15,11 +18,19 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Print the SHA-256 of a component, as the component store keys it.
+    Hash(hash::HashArgs),
+    /// Load the example agents and call each once.
+    Demo(demo::DemoArgs),
+}
 
 impl Cli {
     /// Runs the chosen subcommand.
     pub fn run(self) -> anyhow::Result<()> {
-        match self.command {}
+        match self.command {
+            Command::Hash(args) => hash::run(&args),
+            Command::Demo(args) => demo::run(&args),
+        }
     }
 }

@@ -88,6 +88,8 @@ pub struct AgentStats {
     pub queued: usize,
     /// Live instances (sessions with state).
     pub instances: usize,
+    /// Sessions the agent keeps a place for (live instance or not).
+    pub sessions: usize,
     /// Calls that ran to completion in the guest, successful or not.
     pub calls: u64,
 }
@@ -104,6 +106,7 @@ pub struct Agent {
     in_flight: AtomicUsize,
     peak_in_flight: AtomicUsize,
     calls: AtomicU64,
+    live_instances: Arc<AtomicUsize>,
 }
 
 /// The instance of one session, if it has one.
@@ -115,6 +118,14 @@ struct Slot {
 struct Live {
     store: Store<InstanceState>,
     world: AgentWorld,
+    /// The agent's count of live instances, decremented when this one drops.
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Agent {
@@ -135,6 +146,7 @@ impl Agent {
             in_flight: AtomicUsize::new(0),
             peak_in_flight: AtomicUsize::new(0),
             calls: AtomicU64::new(0),
+            live_instances: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -161,7 +173,8 @@ impl Agent {
             in_flight,
             peak_in_flight: self.peak_in_flight.load(Ordering::Relaxed),
             queued: admitted.saturating_sub(in_flight),
-            instances: self.lock_slots().len(),
+            instances: self.live_instances.load(Ordering::Relaxed),
+            sessions: self.lock_slots().len(),
             calls: self.calls.load(Ordering::Relaxed),
         }
     }
@@ -223,7 +236,9 @@ impl Agent {
         before - slots.len()
     }
 
-    fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Arc<tokio::sync::Mutex<Slot>>>> {
+    fn lock_slots(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Arc<tokio::sync::Mutex<Slot>>>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -266,7 +281,14 @@ impl Agent {
         .await;
         output.end_call();
         match started {
-            Ok(Ok(world)) => Ok(Live { store, world }),
+            Ok(Ok(world)) => {
+                self.live_instances.fetch_add(1, Ordering::AcqRel);
+                Ok(Live {
+                    store,
+                    world,
+                    count: Arc::clone(&self.live_instances),
+                })
+            }
             Ok(Err(error)) => Err(match self.classify(&error) {
                 CallError::Trap(_) => CallError::Instantiate(describe(&error)),
                 limit => limit,
@@ -281,7 +303,10 @@ impl Agent {
         // Fuel is enabled on the engine, so setting it cannot fail.
         let _ = store.set_fuel(self.limits.fuel);
         store.set_epoch_deadline(1);
-        store.data().output.begin_call(thread, self.limits.max_log_bytes);
+        store
+            .data()
+            .output
+            .begin_call(thread, self.limits.max_log_bytes);
     }
 
     async fn run(&self, live: &mut Live, delivery: Delivery<'_>) -> Outcome {

@@ -10,12 +10,12 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use agentserver::agent::host::Level;
+pub use self::agentserver::agent::host::Level;
 
-impl agentserver::agent::host::Host for InstanceState {
+impl self::agentserver::agent::host::Host for InstanceState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         Ok(self.output.log(level, &message)?)
     }
 }
 
-impl agentserver::agent::types::Host for InstanceState {}
+impl self::agentserver::agent::types::Host for InstanceState {}

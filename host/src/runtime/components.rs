@@ -159,8 +159,8 @@ impl ComponentStore {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WorldMismatch(describe(&e)))?;
-        let pre = AgentPre::new(instance_pre)
-            .map_err(|e| LoadError::WorldMismatch(describe(&e)))?;
+        let pre =
+            AgentPre::new(instance_pre).map_err(|e| LoadError::WorldMismatch(describe(&e)))?;
         if origin == ComponentOrigin::Compiled {
             self.store_cached(&hash, &component);
         }
@@ -173,6 +173,12 @@ impl ComponentStore {
     pub(crate) fn load_file(&self, path: &Path) -> Result<Arc<AgentComponent>, LoadError> {
         let bytes = std::fs::read(path).map_err(|e| LoadError::Io(e.kind().to_string()))?;
         self.load(&bytes)
+    }
+
+    /// Forgets a loaded component, so that the next load of the same bytes
+    /// reads the cache or compiles again. Agents still running it keep it.
+    pub(crate) fn forget(&self, hash: &ComponentHash) -> bool {
+        self.lock().remove(hash).is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ComponentHash, Arc<AgentComponent>>> {

@@ -85,6 +85,18 @@ pub enum CallError {
     InvalidOutput(String),
 }
 
+impl CallError {
+    /// Whether the call's instance was thrown away (the guest trapped, hit a
+    /// limit or could not start), so that the session's next call starts
+    /// from a fresh instance with fresh state.
+    pub fn discarded_instance(&self) -> bool {
+        !matches!(
+            self,
+            CallError::Guest(_) | CallError::Busy { .. } | CallError::InvalidOutput(_)
+        )
+    }
+}
+
 /// A failure the agent itself returned (`failure` in the WIT world).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum GuestFailure {

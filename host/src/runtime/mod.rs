@@ -102,8 +102,8 @@ pub struct Runtime {
 impl Runtime {
     /// Starts a runtime with `config`.
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
-        let engine =
-            engine::build_engine(&config).map_err(|e| RuntimeError::Engine(components::describe(&e)))?;
+        let engine = engine::build_engine(&config)
+            .map_err(|e| RuntimeError::Engine(components::describe(&e)))?;
         let mut linker = Linker::<InstanceState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| {
@@ -137,6 +137,12 @@ impl Runtime {
     /// [`Runtime::load_component`] for a file.
     pub fn load_component_file(&self, path: &Path) -> Result<Arc<AgentComponent>, LoadError> {
         self.components.load_file(path)
+    }
+
+    /// Forgets a loaded component (after its agent is removed, say); agents
+    /// still running it keep it alive. Returns whether it was loaded.
+    pub fn forget_component(&self, hash: &ComponentHash) -> bool {
+        self.components.forget(hash)
     }
 
     /// Makes an agent named `name` that runs `component` under `limits`.

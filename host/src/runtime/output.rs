@@ -106,7 +106,9 @@ impl GuestOutput {
             rest = &after[1..];
         }
         let room = MAX_LINE_BYTES.saturating_sub(state.partial.len());
-        state.partial.extend_from_slice(&rest[..rest.len().min(room)]);
+        state
+            .partial
+            .extend_from_slice(&rest[..rest.len().min(room)]);
         Ok(())
     }
 

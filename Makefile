@@ -1,0 +1,46 @@
+# AgentServer — build, run, test and benchmark.
+#
+#   make run     build everything and start the demo with the example agents
+#   make test    build everything and run every check and test
+#   make bench   run the benchmarks (figures go in docs/benchmarks.md)
+#   make agents  build the example agents for wasm32-wasip2
+
+CARGO        ?= cargo
+WASM_TARGET  := wasm32-wasip2
+AGENTS       := echo calculator counter delegator hostile
+AGENTS_DIR   := target/$(WASM_TARGET)/release
+
+.PHONY: all run test bench agents build toolchain lint fmt clean
+
+all: build agents
+
+## The Rust target the agents are built for; rustup fetches it once.
+toolchain:
+	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
+
+agents: toolchain
+	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(AGENTS))
+	@for agent in $(AGENTS); do test -f $(AGENTS_DIR)/$$agent.wasm || { echo "missing $(AGENTS_DIR)/$$agent.wasm" >&2; exit 1; }; done
+
+build:
+	$(CARGO) build -p agentserver
+
+run: build agents
+	$(CARGO) run -p agentserver -- demo --agents $(AGENTS_DIR) --cache-dir run/compiled
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: agents lint
+	$(CARGO) test --workspace
+
+bench: agents
+	$(CARGO) bench -p agentserver
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf run
