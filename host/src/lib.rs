@@ -7,6 +7,7 @@
 //! - [`runtime`] — wasm agents as sandboxed components under hard limits.
 //! - [`cli`] — the command-line subcommands (the binary only parses and dispatches).
 
+pub mod auth;
 pub mod cli;
 pub mod runtime;
 pub mod xml;

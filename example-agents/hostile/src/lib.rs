@@ -16,6 +16,9 @@
 //! | `hold`    | sleeps `ms` milliseconds, then answers `<held/>`    |
 //! | `log`     | logs through the host and stdout, answers `<logged/>` |
 //! | `refuse`  | returns `failure::refused`                          |
+//! | `ping`    | answers `<pong/>` (with `pong`: ping-pong forever)  |
+//! | `pong`    | answers `<ping/>`                                   |
+//! | `spray`   | answers 200 `<spray/>` (feeds itself, exponentially) |
 //! | anything else | answers `<ok/>`                                 |
 
 use agentserver_guest::{export_agent, log, xml, Agent, Envelope, Failure};
@@ -75,6 +78,9 @@ impl Agent for Hostile {
                 Ok(vec!["<logged/>".into()])
             }
             "refuse" => Err(Failure::Refused("this agent declines".into())),
+            "ping" => Ok(vec!["<pong/>".into()]),
+            "pong" => Ok(vec!["<ping/>".into()]),
+            "spray" => Ok(vec!["<spray/>".into(); 200]),
             _ => Ok(vec!["<ok/>".into()]),
         }
     }
