@@ -10,7 +10,7 @@ WASM_TARGET  := wasm32-wasip2
 AGENTS       := echo calculator counter delegator hostile
 AGENTS_DIR   := target/$(WASM_TARGET)/release
 
-.PHONY: all run test bench agents build toolchain lint fmt clean
+.PHONY: all run test bench agents build toolchain pydeps lint fmt clean
 
 all: build agents
 
@@ -22,6 +22,10 @@ agents: toolchain
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(AGENTS))
 	@for agent in $(AGENTS); do test -f $(AGENTS_DIR)/$$agent.wasm || { echo "missing $(AGENTS_DIR)/$$agent.wasm" >&2; exit 1; }; done
 
+## Python packages the tests and benchmarks use (lxml, the C14N oracle).
+pydeps:
+	@python3 -c 'import lxml' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+
 build:
 	$(CARGO) build -p agentserver
 
@@ -32,10 +36,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: agents lint
+test: agents pydeps lint
 	$(CARGO) test --workspace
 
-bench: agents
+bench: agents pydeps
 	$(CARGO) bench -p agentserver
 
 fmt:

@@ -8,6 +8,8 @@
 //! - [`cli`] — the command-line subcommands (the binary only parses and dispatches).
 
 pub mod auth;
+pub mod bus;
 pub mod cli;
 pub mod runtime;
+pub mod server;
 pub mod xml;

@@ -77,3 +77,55 @@ pub async fn call(
         )
         .await
 }
+
+/// A bus with example agents registered: each entry is (registered name,
+/// example component, tags it listens to).
+pub fn bus_with(
+    agents: &[(&str, &str, &[&str])],
+) -> (
+    agentserver::bus::Bus,
+    Arc<agentserver::bus::MemoryAuditSink>,
+) {
+    let audit = Arc::new(agentserver::bus::MemoryAuditSink::new());
+    let bus = agentserver::bus::Bus::new(agentserver::bus::BusConfig::default(), audit.clone());
+    for (name, component, tags) in agents {
+        register(&bus, name, component, tags, AgentLimits::default());
+    }
+    (bus, audit)
+}
+
+/// Registers example agent `component` on `bus` as `name`, listening to `tags`.
+pub fn register(
+    bus: &agentserver::bus::Bus,
+    name: &str,
+    component: &str,
+    tags: &[&str],
+    limits: AgentLimits,
+) {
+    use agentserver::bus::{AgentName, Listener, ListenerTarget};
+    let loaded = runtime()
+        .load_component_file(&agent_wasm(component))
+        .expect("load example agent");
+    let agent = runtime().agent(name, loaded, limits).expect("make agent");
+    bus.register(Listener {
+        name: AgentName::new(name).expect("agent name"),
+        listens: tags.iter().map(|t| tag(t)).collect(),
+        description: format!("example agent {component}"),
+        target: ListenerTarget::Local(agent),
+    })
+    .expect("register agent");
+}
+
+/// A tag from its Clark-notation text.
+pub fn tag(text: &str) -> agentserver::xml::Tag {
+    agentserver::xml::Tag::new(text)
+}
+
+/// The next frame in `session`'s outbox, waiting at most 10 s.
+pub async fn next_frame(session: &agentserver::bus::Session) -> String {
+    match tokio::time::timeout(std::time::Duration::from_secs(10), session.outbox().pop()).await {
+        Ok(Some(frame)) => frame.to_string(),
+        Ok(None) => panic!("the session's outbox closed"),
+        Err(_) => panic!("no frame within 10 s"),
+    }
+}

@@ -4,6 +4,7 @@
 //! subcommand lives in its own module and returns `anyhow::Result`, the one
 //! place errors become text for a person.
 
+mod c14n;
 mod demo;
 mod hash;
 
@@ -21,6 +22,8 @@ pub struct Cli {
 enum Command {
     /// Print the SHA-256 of a component, as the component store keys it.
     Hash(hash::HashArgs),
+    /// Print the exclusive canonical form of an XML document.
+    C14n(c14n::C14nArgs),
     /// Load the example agents and call each once.
     Demo(demo::DemoArgs),
 }
@@ -31,6 +34,7 @@ impl Cli {
         match self.command {
             Command::Hash(args) => hash::run(&args),
             Command::Demo(args) => demo::run(&args),
+            Command::C14n(args) => c14n::run(&args),
         }
     }
 }

@@ -1,0 +1,148 @@
+//! Bus benchmarks: the cost of one delegation hop between warm agents, and
+//! the throughput of agent calls through the bus with many threads at once.
+//!
+//! Needs the example agents (`make agents`). Run with `make bench` or
+//! `cargo bench -p agentserver --bench bus`.
+
+use agentserver::bus::{
+    AgentName, Bus, BusConfig, Grants, Listener, ListenerTarget, NoAudit, Session,
+};
+use agentserver::runtime::{AgentLimits, Runtime, RuntimeConfig};
+use agentserver::xml::Tag;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn agent_path(name: &str) -> PathBuf {
+    let dir = std::env::var_os("AGENTSERVER_AGENTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
+        });
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} missing: run `make agents`",
+        path.display()
+    );
+    path
+}
+
+fn register(bus: &Bus, runtime: &Runtime, name: &str, component: &str, tag: &str) {
+    let loaded = runtime
+        .load_component_file(&agent_path(component))
+        .expect("load");
+    let limits = AgentLimits {
+        max_concurrent: 16,
+        max_queued: 4096,
+        ..AgentLimits::default()
+    };
+    let agent = runtime.agent(name, loaded, limits).expect("agent");
+    bus.register(Listener {
+        name: AgentName::new(name).expect("name"),
+        listens: vec![Tag::new(tag)],
+        description: String::new(),
+        target: ListenerTarget::Local(agent),
+    })
+    .expect("register");
+}
+
+/// `<square-sum>` with as many `<n>1</n>` as fit in 1 KB.
+fn square_sum_1k() -> String {
+    let open = "<square-sum>";
+    let close = "</square-sum>";
+    let n = (1024 - open.len() - close.len()) / "<n>1</n>".len();
+    let mut payload = format!("{open}{}{close}", "<n>1</n>".repeat(n));
+    while payload.len() < 1024 {
+        payload.insert(open.len(), ' ');
+    }
+    payload
+}
+
+async fn round_trip(session: &Session, payload: &[u8]) -> Duration {
+    let start = Instant::now();
+    session.submit(payload).expect("accepted");
+    session.outbox().pop().await.expect("answer");
+    start.elapsed()
+}
+
+fn percentile(samples: &mut [Duration], q: f64) -> f64 {
+    samples.sort();
+    samples[((samples.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6
+}
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio")
+}
+
+fn delegation_hop(runtime: &Runtime) {
+    let bus = Bus::new(BusConfig::default(), Arc::new(NoAudit));
+    register(&bus, runtime, "delegator", "delegator", "square-sum");
+    register(&bus, runtime, "calc", "calculator", "calculate");
+    let payload = square_sum_1k();
+    assert_eq!(payload.len(), 1024);
+    tokio_runtime().block_on(async {
+        let session = bus.open_session("bench", Grants::All);
+        for _ in 0..2_000 {
+            round_trip(&session, payload.as_bytes()).await;
+        }
+        let mut samples = Vec::with_capacity(20_000);
+        for _ in 0..20_000 {
+            samples.push(round_trip(&session, payload.as_bytes()).await);
+        }
+        let (p50, p99) = (percentile(&mut samples, 0.5), percentile(&mut samples, 0.99));
+        println!(
+            "delegation, 1 KB square-sum: session -> delegator -> calc -> session, {} round trips\n  \
+             round trip: median {p50:.2} µs, p99 {p99:.2} µs\n  \
+             per hop (3 hops): median {:.2} µs, p99 {:.2} µs",
+            samples.len(),
+            p50 / 3.0,
+            p99 / 3.0
+        );
+    });
+}
+
+fn throughput(runtime: &Runtime) {
+    let bus = Bus::new(BusConfig::default(), Arc::new(NoAudit));
+    register(&bus, runtime, "echo", "echo", "echo");
+    let sessions = 128;
+    let per_session = 2_000;
+    let elapsed = tokio_runtime().block_on(async {
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..sessions {
+            let session = bus.open_session(&format!("user{i}"), Grants::All);
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..per_session {
+                    round_trip(&session, b"<echo>hello</echo>").await;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("task");
+        }
+        start.elapsed()
+    });
+    let calls = sessions * per_session;
+    println!(
+        "throughput: {sessions} sessions x {per_session} echo round trips = {calls} agent calls \
+         in {:.2} s: {:.0} calls/s",
+        elapsed.as_secs_f64(),
+        calls as f64 / elapsed.as_secs_f64()
+    );
+}
+
+fn main() {
+    // `cargo bench -- --list` and `cargo test --benches` pass flags; run
+    // only when benchmarking.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
+    delegation_hop(&runtime);
+    throughput(&runtime);
+}

@@ -1,0 +1,116 @@
+//! The audit hook: every canonical message that passes the bus, and every
+//! refusal it sends, is handed to an [`AuditSink`] with its envelope
+//! metadata, in the order the bus handles them within each thread.
+//!
+//! The persistent, hash-chained log implements this trait in the `audit`
+//! module; [`MemoryAuditSink`] keeps records in memory for tests and tools.
+
+use super::ids::{SessionId, ThreadId};
+use std::sync::{Mutex, MutexGuard};
+
+/// What an audit record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKind {
+    /// A message entering the bus, from a session or an agent.
+    Message,
+    /// A refusal or error frame the bus sent to a session.
+    Refusal,
+}
+
+/// One record, borrowed from the bus for the duration of the call.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditRecord<'a> {
+    /// Message or refusal.
+    pub kind: AuditKind,
+    /// The thread, when there is one.
+    pub thread: Option<&'a ThreadId>,
+    /// The session the thread belongs to.
+    pub session: &'a SessionId,
+    /// `user:NAME`, an agent's name, or `server` for refusals.
+    pub from: &'a str,
+    /// The payload's root tag (Clark notation).
+    pub tag: &'a str,
+    /// How many agent deliveries deep the message is (0 from a session).
+    pub depth: u32,
+    /// The canonical bytes.
+    pub canonical: &'a str,
+}
+
+/// Receives audit records. Called on the bus's hot path: implementations
+/// should hand the record off quickly (copy, queue) and never block on I/O.
+pub trait AuditSink: Send + Sync {
+    /// Records one entry.
+    fn record(&self, record: AuditRecord<'_>);
+}
+
+/// An owned copy of an [`AuditRecord`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedAuditRecord {
+    /// Message or refusal.
+    pub kind: AuditKind,
+    /// The thread, when there is one.
+    pub thread: Option<ThreadId>,
+    /// The session.
+    pub session: SessionId,
+    /// Who sent it.
+    pub from: String,
+    /// The root tag.
+    pub tag: String,
+    /// Delivery depth.
+    pub depth: u32,
+    /// The canonical bytes.
+    pub canonical: String,
+}
+
+/// Keeps every record in memory, in order.
+#[derive(Debug, Default)]
+pub struct MemoryAuditSink {
+    records: Mutex<Vec<OwnedAuditRecord>>,
+}
+
+impl MemoryAuditSink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<OwnedAuditRecord>> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// All records so far.
+    pub fn records(&self) -> Vec<OwnedAuditRecord> {
+        self.lock().clone()
+    }
+
+    /// The records of one thread, in order.
+    pub fn thread(&self, thread: &ThreadId) -> Vec<OwnedAuditRecord> {
+        self.lock()
+            .iter()
+            .filter(|r| r.thread.as_ref() == Some(thread))
+            .cloned()
+            .collect()
+    }
+}
+
+impl AuditSink for MemoryAuditSink {
+    fn record(&self, record: AuditRecord<'_>) {
+        self.lock().push(OwnedAuditRecord {
+            kind: record.kind,
+            thread: record.thread.cloned(),
+            session: record.session.clone(),
+            from: record.from.to_owned(),
+            tag: record.tag.to_owned(),
+            depth: record.depth,
+            canonical: record.canonical.to_owned(),
+        });
+    }
+}
+
+/// Discards every record.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoAudit;
+
+impl AuditSink for NoAudit {
+    fn record(&self, _record: AuditRecord<'_>) {}
+}

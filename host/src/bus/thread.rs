@@ -1,0 +1,354 @@
+//! Threads and their delivery loop.
+//!
+//! Each thread has a mailbox of hops (a canonical payload, who sent it, how
+//! deep it is). While the mailbox is not empty one task — the thread's
+//! worker — takes hops in order and delivers each: to every agent listening
+//! to its tag (concurrently when there are several), or, when no agent
+//! listens, back to the session as a `<message>`. What the agents emit is
+//! repaired, canonicalized and appended to the same mailbox. The worker
+//! exits when the mailbox is empty; the next message starts a new one.
+//!
+//! # Ordering
+//!
+//! Within a thread, hops are delivered one after another in mailbox order,
+//! so the messages of one thread reach each agent in the order they were
+//! sent, and the session sees the thread's answers in the order they were
+//! produced. Different threads run independently, on their own tasks: there
+//! is no order between them, even within one session.
+//!
+//! # Bounds
+//!
+//! A hop deeper than `max_hops` agent deliveries, or a thread past
+//! `max_thread_messages` messages, ends the thread with `thread-limit`; the
+//! mailbox is dropped with it, so an emission storm costs at most that many
+//! messages. Agent calls are bounded by the runtime's limits.
+
+use super::frames::{self, Refusal};
+use super::ids::{AgentName, ThreadId};
+use super::session::SessionEntry;
+use super::table::{Listener, ListenerTarget};
+use super::{BusInner, Sender};
+use crate::runtime::{CallError, Delivery};
+use crate::xml::{CanonicalXml, Envelope};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// Repair notes one message carries at most; the rest are dropped.
+pub(crate) const MAX_HUH_NOTES: usize = 16;
+
+/// One message on its way through a thread.
+#[derive(Debug)]
+pub(crate) struct Hop {
+    pub(crate) from: Sender,
+    pub(crate) payload: CanonicalXml,
+    pub(crate) repairs: Vec<String>,
+    /// Agent deliveries that led to this message (0: sent by the session).
+    pub(crate) depth: u32,
+}
+
+/// A thread: its id, its session and its mailbox.
+#[derive(Debug)]
+pub(crate) struct ThreadState {
+    pub(crate) id: ThreadId,
+    pub(crate) session: Arc<SessionEntry>,
+    inner: Mutex<ThreadInner>,
+}
+
+#[derive(Debug, Default)]
+struct ThreadInner {
+    mailbox: VecDeque<Hop>,
+    /// Whether a worker is running (and will take what is queued).
+    running: bool,
+    /// Messages the thread has carried.
+    messages: usize,
+    /// Ended by a limit or with its session: takes nothing more.
+    ended: bool,
+}
+
+/// What [`ThreadState::enqueue`] did.
+pub(crate) enum Enqueued {
+    /// Queued; a worker must be started.
+    StartWorker,
+    /// Queued for the running worker.
+    Queued,
+    /// The thread went past `max_thread_messages`; it is now ended.
+    OverLimit,
+    /// The thread had already ended.
+    Ended,
+}
+
+impl ThreadState {
+    pub(crate) fn new(id: ThreadId, session: Arc<SessionEntry>) -> Self {
+        ThreadState {
+            id,
+            session,
+            inner: Mutex::new(ThreadInner::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ThreadInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends `hop` to the mailbox, counting it against the thread's limit.
+    pub(crate) fn enqueue(&self, hop: Hop, max_messages: usize) -> Enqueued {
+        let mut inner = self.lock();
+        if inner.ended {
+            return Enqueued::Ended;
+        }
+        inner.messages += 1;
+        if inner.messages > max_messages {
+            inner.ended = true;
+            inner.mailbox.clear();
+            return Enqueued::OverLimit;
+        }
+        inner.mailbox.push_back(hop);
+        if inner.running {
+            Enqueued::Queued
+        } else {
+            inner.running = true;
+            Enqueued::StartWorker
+        }
+    }
+
+    /// Ends the thread: nothing more is queued or delivered.
+    pub(crate) fn end(&self) {
+        let mut inner = self.lock();
+        inner.ended = true;
+        inner.mailbox.clear();
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.lock().ended
+    }
+
+    /// The next hop, or `None` (and the worker is marked stopped).
+    fn next(&self) -> Option<Hop> {
+        let mut inner = self.lock();
+        let hop = if inner.ended {
+            None
+        } else {
+            inner.mailbox.pop_front()
+        };
+        if hop.is_none() {
+            inner.running = false;
+        }
+        hop
+    }
+}
+
+impl BusInner {
+    /// The worker loop of one thread: delivers hops until the mailbox is empty.
+    pub(crate) async fn run_thread(self: Arc<Self>, thread: Arc<ThreadState>) {
+        while let Some(hop) = thread.next() {
+            if thread.session.is_ended() {
+                thread.end();
+                break;
+            }
+            self.deliver(&thread, hop).await;
+        }
+    }
+
+    /// Delivers one hop: to its listeners, or back to the session.
+    async fn deliver(self: &Arc<Self>, thread: &Arc<ThreadState>, hop: Hop) {
+        let table = self.table();
+        let listeners = table.listeners(hop.payload.tag());
+        if listeners.is_empty() {
+            self.to_session(thread, &hop);
+            return;
+        }
+        if hop.depth >= self.config.max_hops {
+            let reason = format!(
+                "the thread went {} agent deliveries deep; the limit is {}",
+                hop.depth + 1,
+                self.config.max_hops
+            );
+            self.end_thread(thread, frames::thread_limit(&thread.id, &reason));
+            return;
+        }
+        if let [listener] = listeners {
+            let result = self.call(thread, &hop, listener).await;
+            self.handle_result(thread, &hop, &listener.name, result);
+        } else {
+            let calls = listeners.iter().map(|l| self.call(thread, &hop, l));
+            let results = futures::future::join_all(calls).await;
+            for (listener, result) in listeners.iter().zip(results) {
+                self.handle_result(thread, &hop, &listener.name, result);
+            }
+        }
+        if thread.session.is_ended() {
+            self.end_session_instances(&thread.session);
+        }
+    }
+
+    async fn call(
+        &self,
+        thread: &ThreadState,
+        hop: &Hop,
+        listener: &Listener,
+    ) -> Result<Vec<String>, CallError> {
+        let ListenerTarget::Local(agent) = &listener.target;
+        let delivery = Delivery {
+            thread: thread.id.as_str(),
+            sender: hop.from.as_str(),
+            tag: hop.payload.tag().as_str(),
+            payload: hop.payload.as_str(),
+        };
+        let started = Instant::now();
+        let result = agent.call(&thread.session.key, delivery).await;
+        self.metrics.agent_call(started.elapsed());
+        result
+    }
+
+    fn handle_result(
+        self: &Arc<Self>,
+        thread: &Arc<ThreadState>,
+        hop: &Hop,
+        agent: &AgentName,
+        result: Result<Vec<String>, CallError>,
+    ) {
+        match result {
+            Ok(emitted) => {
+                for raw in emitted {
+                    if !self.emit(thread, agent, &raw, hop) {
+                        break;
+                    }
+                }
+            }
+            Err(CallError::Busy { .. }) => {
+                self.refuse(
+                    &thread.session,
+                    Some(&thread.id),
+                    frames::busy(agent.as_str(), &thread.id),
+                );
+            }
+            Err(error) => {
+                let refusal = frames::agent_failed(agent.as_str(), &thread.id, &error.to_string());
+                self.refuse(&thread.session, Some(&thread.id), refusal);
+            }
+        }
+    }
+
+    /// Takes one payload an agent emitted, in answer to `cause`, into the
+    /// thread. Returns `false` when the thread has ended and the agent's
+    /// other payloads are moot.
+    ///
+    /// The emission's repair notes are its cause's followed by its own, so
+    /// that whoever finally receives an answer learns what was repaired on
+    /// the way (a client whose input was repaired sees it on the answer).
+    fn emit(
+        self: &Arc<Self>,
+        thread: &Arc<ThreadState>,
+        agent: &AgentName,
+        raw: &str,
+        cause: &Hop,
+    ) -> bool {
+        let ingested = match crate::xml::ingest(raw.as_bytes(), &self.config.xml) {
+            Ok(ingested) => ingested,
+            Err(error) => {
+                let reason = format!("emitted XML that cannot be repaired: {error}");
+                let refusal = frames::agent_failed(agent.as_str(), &thread.id, &reason);
+                self.refuse(&thread.session, Some(&thread.id), refusal);
+                return true;
+            }
+        };
+        let mut repairs = cause.repairs.clone();
+        repairs.extend(ingested.repairs.iter().map(ToString::to_string));
+        repairs.truncate(MAX_HUH_NOTES);
+        for payload in ingested.payloads {
+            let hop = Hop {
+                from: Sender::Agent(agent.clone()),
+                payload,
+                repairs: repairs.clone(),
+                depth: cause.depth + 1,
+            };
+            if !self.accept(thread, hop) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Audits `hop` and queues it on `thread`, starting a worker if none
+    /// runs. Returns `false` if the thread has ended.
+    pub(crate) fn accept(self: &Arc<Self>, thread: &Arc<ThreadState>, hop: Hop) -> bool {
+        self.audit_message(thread, &hop);
+        match thread.enqueue(hop, self.config.max_thread_messages) {
+            Enqueued::Queued => {
+                self.metrics.routed();
+                true
+            }
+            Enqueued::StartWorker => {
+                self.metrics.routed();
+                self.start_worker(thread);
+                true
+            }
+            Enqueued::OverLimit => {
+                let reason = format!(
+                    "the thread carried more than {} messages",
+                    self.config.max_thread_messages
+                );
+                self.end_thread(thread, frames::thread_limit(&thread.id, &reason));
+                false
+            }
+            Enqueued::Ended => false,
+        }
+    }
+
+    /// Sends `hop` to the session that owns the thread, in its envelope.
+    fn to_session(&self, thread: &ThreadState, hop: &Hop) {
+        let envelope = Envelope {
+            from: Some(hop.from.as_str().to_owned()),
+            to: None,
+            thread: Some(thread.id.as_str().to_owned()),
+            huh: hop.repairs.clone(),
+            payload: hop.payload.clone(),
+        };
+        let frame = envelope.to_xml();
+        if thread.session.outbox.push(frame.as_str().into()) {
+            self.metrics.delivered_to_session();
+        }
+    }
+
+    /// Ends `thread` with `refusal` sent to its session.
+    pub(crate) fn end_thread(&self, thread: &ThreadState, refusal: Refusal) {
+        thread.end();
+        self.forget_thread(&thread.id);
+        self.refuse(&thread.session, Some(&thread.id), refusal);
+    }
+
+    /// Sends a refusal frame to a session, audited and counted.
+    pub(crate) fn refuse(
+        &self,
+        session: &SessionEntry,
+        thread: Option<&ThreadId>,
+        refusal: Refusal,
+    ) {
+        self.metrics.refused(refusal.kind);
+        self.audit.record(super::AuditRecord {
+            kind: super::AuditKind::Refusal,
+            thread,
+            session: &session.id,
+            from: "server",
+            tag: refusal.kind.code(),
+            depth: 0,
+            canonical: &refusal.frame,
+        });
+        if session.outbox.push(refusal.frame) {
+            self.metrics.delivered_to_session();
+        }
+    }
+
+    fn audit_message(&self, thread: &ThreadState, hop: &Hop) {
+        self.audit.record(super::AuditRecord {
+            kind: super::AuditKind::Message,
+            thread: Some(&thread.id),
+            session: &thread.session.id,
+            from: hop.from.as_str(),
+            tag: hop.payload.tag().as_str(),
+            depth: hop.depth,
+            canonical: hop.payload.as_str(),
+        });
+    }
+}

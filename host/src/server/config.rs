@@ -1,0 +1,314 @@
+//! `organism.toml`: what the server listens on, where it keeps its data,
+//! its users, its identity, and the agents it boots with.
+//!
+//! Paths are relative to the configuration file. Every setting but the
+//! agents' names, components and tags has a default.
+
+use crate::runtime::AgentLimits;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+use toml_edit::{DocumentMut, Item, TableLike};
+
+/// The default address: loopback, port 8765.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
+
+/// Why the configuration could not be read.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{path}: not valid TOML: {reason}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A setting has the wrong type or value.
+    #[error("{path}: `{key}`: {reason}")]
+    Bad {
+        /// The file.
+        path: PathBuf,
+        /// The setting.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Which storage backend to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// In memory; nothing on disk (the default).
+    Memory,
+    /// One SQLite file in the data directory.
+    Sqlite,
+    /// A Redis server.
+    Redis {
+        /// `redis://host:port`.
+        url: String,
+    },
+}
+
+/// One boot-time agent (`[[agent]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Its registered name.
+    pub name: String,
+    /// Its component file (absolute, resolved against the config file).
+    pub component: PathBuf,
+    /// The component's SHA-256, checked when present.
+    pub sha256: Option<String>,
+    /// The tags it listens to.
+    pub listens: Vec<String>,
+    /// One line for the catalog.
+    pub description: String,
+    /// Its limits.
+    pub limits: AgentLimits,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where to listen. Default `127.0.0.1:8765`.
+    pub listen: SocketAddr,
+    /// The data directory (dev certificate, compile cache, SQLite). Default `data`.
+    pub data_dir: PathBuf,
+    /// The user directory. Default `users.toml`.
+    pub users: PathBuf,
+    /// The organism's Ed25519 public key. Default `identity.pub`.
+    pub identity: PathBuf,
+    /// A production certificate chain (PEM); with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Storage backend.
+    pub storage: StorageConfig,
+    /// Largest frame a client may send, bytes. Default 1 MiB.
+    pub max_message_bytes: usize,
+    /// Live connections one user may have. Default 8.
+    pub max_connections_per_user: usize,
+    /// Boot-time agents.
+    pub agents: Vec<AgentConfig>,
+}
+
+impl Config {
+    /// Reads and checks the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, path, base)
+    }
+
+    /// Parses configuration text; `name` is used in errors, relative paths
+    /// resolve against `base`.
+    pub fn parse(text: &str, name: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let document = text
+            .parse::<DocumentMut>()
+            .map_err(|e| ConfigError::Syntax {
+                path: name.to_owned(),
+                reason: e.message().to_owned(),
+            })?;
+        let reader = Reader { name, base };
+        let root = document.as_table();
+        let listen = reader
+            .string(root, "listen")?
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen
+            .parse()
+            .map_err(|_| reader.bad("listen", "must be an address such as 127.0.0.1:8765"))?;
+        let storage = match root.get("storage").and_then(Item::as_table_like) {
+            None => StorageConfig::Memory,
+            Some(table) => match reader.string(table, "backend")?.as_deref() {
+                None | Some("memory") => StorageConfig::Memory,
+                Some("sqlite") => StorageConfig::Sqlite,
+                Some("redis") => StorageConfig::Redis {
+                    url: reader
+                        .string(table, "url")?
+                        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()),
+                },
+                Some(_) => {
+                    return Err(reader.bad("storage.backend", "must be memory, sqlite or redis"))
+                }
+            },
+        };
+        let mut agents = Vec::new();
+        if let Some(item) = root.get("agent") {
+            let tables = item
+                .as_array_of_tables()
+                .ok_or_else(|| reader.bad("agent", "must be [[agent]] tables"))?;
+            for table in tables.iter() {
+                agents.push(reader.agent(table)?);
+            }
+        }
+        Ok(Config {
+            listen,
+            data_dir: reader
+                .path(root, "data_dir")?
+                .unwrap_or_else(|| base.join("data")),
+            users: reader
+                .path(root, "users")?
+                .unwrap_or_else(|| base.join("users.toml")),
+            identity: reader
+                .path(root, "identity")?
+                .unwrap_or_else(|| base.join("identity.pub")),
+            tls_cert: reader.path(root, "tls_cert")?,
+            tls_key: reader.path(root, "tls_key")?,
+            storage,
+            max_message_bytes: reader
+                .integer(root, "max_message_bytes")?
+                .map_or(1 << 20, |n| n as usize),
+            max_connections_per_user: reader
+                .integer(root, "max_connections_per_user")?
+                .map_or(8, |n| n as usize),
+            agents,
+        })
+    }
+}
+
+struct Reader<'a> {
+    name: &'a Path,
+    base: &'a Path,
+}
+
+impl Reader<'_> {
+    fn bad(&self, key: &str, reason: &str) -> ConfigError {
+        ConfigError::Bad {
+            path: self.name.to_owned(),
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn string(&self, table: &dyn TableLike, key: &str) -> Result<Option<String>, ConfigError> {
+        match table.get(key) {
+            None => Ok(None),
+            Some(item) => item
+                .as_str()
+                .map(|s| Some(s.to_owned()))
+                .ok_or_else(|| self.bad(key, "must be a string")),
+        }
+    }
+
+    fn path(&self, table: &dyn TableLike, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(self.string(table, key)?.map(|p| self.base.join(p)))
+    }
+
+    fn integer(&self, table: &dyn TableLike, key: &str) -> Result<Option<u64>, ConfigError> {
+        match table.get(key) {
+            None => Ok(None),
+            Some(item) => item
+                .as_integer()
+                .and_then(|n| u64::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| self.bad(key, "must be a non-negative integer")),
+        }
+    }
+
+    fn agent(&self, table: &dyn TableLike) -> Result<AgentConfig, ConfigError> {
+        let name = self
+            .string(table, "name")?
+            .ok_or_else(|| self.bad("agent.name", "every [[agent]] needs a name"))?;
+        let key = |field: &str| format!("agent `{name}`: {field}");
+        let component = self
+            .path(table, "component")?
+            .ok_or_else(|| self.bad(&key("component"), "the component file is required"))?;
+        let listens = match table.get("listens").and_then(Item::as_array) {
+            Some(array) => array
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| self.bad(&key("listens"), "must be a list of tags"))?,
+            None => return Err(self.bad(&key("listens"), "a list of tags is required")),
+        };
+        let defaults = AgentLimits::default();
+        let limit = |field: &str| -> Result<Option<u64>, ConfigError> {
+            self.integer(table, field)
+                .map_err(|_| self.bad(&key(field), "must be a non-negative integer"))
+        };
+        let limits = AgentLimits {
+            max_concurrent: limit("max_concurrent")?
+                .map_or(defaults.max_concurrent, |n| n as usize),
+            max_queued: limit("max_queued")?.map_or(defaults.max_queued, |n| n as usize),
+            session_timeout: limit("session_timeout")?
+                .map_or(defaults.session_timeout, Duration::from_secs),
+            fuel: limit("fuel")?.unwrap_or(defaults.fuel),
+            memory_bytes: limit("memory_bytes")?.map_or(defaults.memory_bytes, |n| n as usize),
+            timeout_ms: limit("timeout_ms")?.unwrap_or(defaults.timeout_ms),
+            ..defaults
+        };
+        Ok(AgentConfig {
+            sha256: self.string(table, "sha256")?,
+            description: self.string(table, "description")?.unwrap_or_default(),
+            name,
+            component,
+            listens,
+            limits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_documented_example() {
+        let text = r#"
+listen = "127.0.0.1:9000"
+data_dir = "data"
+users = "users.toml"
+identity = "identity.pub"
+
+[storage]
+backend = "sqlite"
+
+[[agent]]
+name = "calc"
+component = "agents/calculator.wasm"
+listens = ["calculate"]
+description = "Evaluates arithmetic expressions."
+max_concurrent = 8
+session_timeout = 1800
+fuel = 50_000_000
+memory_bytes = 16_777_216
+timeout_ms = 1000
+"#;
+        let config =
+            Config::parse(text, Path::new("organism.toml"), Path::new("/etc/org")).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.data_dir, Path::new("/etc/org/data"));
+        assert_eq!(config.storage, StorageConfig::Sqlite);
+        assert_eq!(config.agents.len(), 1);
+        let calc = &config.agents[0];
+        assert_eq!(calc.component, Path::new("/etc/org/agents/calculator.wasm"));
+        assert_eq!(calc.listens, ["calculate"]);
+        assert_eq!(calc.limits.session_timeout, Duration::from_secs(1800));
+        assert_eq!(calc.limits.memory_bytes, 16 << 20);
+    }
+
+    #[test]
+    fn a_wrong_setting_is_named() {
+        let err = Config::parse("listen = 5", Path::new("o.toml"), Path::new(".")).unwrap_err();
+        assert_eq!(err.to_string(), "o.toml: `listen`: must be a string");
+        let err = Config::parse(
+            "[[agent]]\nname = \"x\"\n",
+            Path::new("o.toml"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("agent `x`: component"), "{err}");
+    }
+}

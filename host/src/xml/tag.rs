@@ -1,0 +1,107 @@
+//! Root tags: an element's expanded name in Clark notation, and the tags
+//! the protocol reserves for itself.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Tags the protocol reserves: never routed to agents, never registrable.
+pub const RESERVED_TAGS: &[&str] = &[
+    "authenticate",
+    "resume-session",
+    "catalog",
+    "capability",
+    "message",
+    "meta",
+    "access-denied",
+    "error",
+    "huh",
+    "end-session",
+    "privileged-command",
+    "privileged-result",
+];
+
+/// An element's expanded name: `local`, or `{namespace}local` (Clark
+/// notation) for a namespaced one.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tag(Arc<str>);
+
+impl Tag {
+    /// A tag from its Clark-notation text, as written in configuration
+    /// (`calculate`, `{urn:example}calculate`).
+    pub fn new(clark: &str) -> Self {
+        Tag(clark.into())
+    }
+
+    /// The tag of an element named `local` in namespace `namespace` (empty:
+    /// no namespace).
+    pub fn from_parts(namespace: &str, local: &str) -> Self {
+        if namespace.is_empty() {
+            Tag(local.into())
+        } else {
+            Tag(format!("{{{namespace}}}{local}").into())
+        }
+    }
+
+    /// The Clark-notation text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The namespace part (empty when there is none).
+    pub fn namespace(&self) -> &str {
+        match self
+            .0
+            .strip_prefix('{')
+            .and_then(|rest| rest.split_once('}'))
+        {
+            Some((namespace, _)) => namespace,
+            None => "",
+        }
+    }
+
+    /// The local part.
+    pub fn local_name(&self) -> &str {
+        match self
+            .0
+            .strip_prefix('{')
+            .and_then(|rest| rest.split_once('}'))
+        {
+            Some((_, local)) => local,
+            None => &self.0,
+        }
+    }
+
+    /// Whether the protocol reserves this tag. Only unnamespaced tags are
+    /// reserved.
+    pub fn is_reserved(&self) -> bool {
+        RESERVED_TAGS.contains(&&*self.0)
+    }
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tag({})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clark_notation_round_trips() {
+        let tag = Tag::from_parts("urn:x", "calc");
+        assert_eq!(tag.as_str(), "{urn:x}calc");
+        assert_eq!((tag.namespace(), tag.local_name()), ("urn:x", "calc"));
+        let plain = Tag::from_parts("", "calc");
+        assert_eq!((plain.namespace(), plain.local_name()), ("", "calc"));
+        assert!(Tag::new("message").is_reserved());
+        assert!(!Tag::from_parts("urn:x", "message").is_reserved());
+    }
+}
