@@ -4,13 +4,14 @@
 #   make test    build everything and run every check and test
 #   make bench   run the benchmarks (figures go in docs/benchmarks.md)
 #   make agents  build the example agents for wasm32-wasip2
+#   make fuzz    fuzz the XML core (nightly toolchain and cargo-fuzz)
 
 CARGO        ?= cargo
 WASM_TARGET  := wasm32-wasip2
 AGENTS       := echo calculator counter delegator hostile
 AGENTS_DIR   := target/$(WASM_TARGET)/release
 
-.PHONY: all run test bench agents build toolchain pydeps lint fmt clean
+.PHONY: all run test bench agents build toolchain pydeps lint fmt fuzz clean
 
 all: build agents
 
@@ -41,6 +42,12 @@ test: agents pydeps lint
 
 bench: agents pydeps
 	$(CARGO) bench -p agentserver
+
+FUZZ_SECONDS ?= 600
+
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	cd fuzz && $(CARGO) +nightly fuzz run xml_ingest -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096
 
 fmt:
 	$(CARGO) fmt --all

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod bus;
 pub mod cli;
+pub mod client;
 pub mod runtime;
 pub mod server;
 pub mod xml;

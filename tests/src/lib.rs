@@ -129,3 +129,142 @@ pub async fn next_frame(session: &agentserver::bus::Session) -> String {
         Err(_) => panic!("no frame within 10 s"),
     }
 }
+
+/// A real server, in this process, on a free loopback port, over real TLS.
+pub struct TestServer {
+    server: Option<agentserver::server::RunningServer>,
+    /// The server's directory (config, users, data).
+    pub dir: tempfile::TempDir,
+    secrets: std::collections::HashMap<String, Vec<u8>>,
+}
+
+/// One boot agent for [`TestServer::start`]: (name, example component, tags).
+pub type AgentSpec<'a> = (&'a str, &'a str, &'a [&'a str]);
+
+impl TestServer {
+    /// Starts a server with `users` (name, allowed tags) and `agents`.
+    pub async fn start(users: &[(&str, &[&str])], agents: &[AgentSpec<'_>]) -> TestServer {
+        Self::start_with(users, agents, "").await
+    }
+
+    /// Like [`TestServer::start`], with extra top-level configuration lines.
+    pub async fn start_with(
+        users: &[(&str, &[&str])],
+        agents: &[AgentSpec<'_>],
+        extra: &str,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let users_path = dir.path().join("users.toml");
+        let mut secrets = std::collections::HashMap::new();
+        for (name, allow) in users {
+            let allow: Vec<String> = allow.iter().map(|t| t.to_string()).collect();
+            let secret = agentserver::auth::add_user(&users_path, name, &allow).expect("add user");
+            secrets.insert(name.to_string(), secret);
+        }
+        let mut config = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nusers = \"users.toml\"\nmax_instances = 64\n{extra}\n"
+        );
+        for (name, component, tags) in agents {
+            let tags: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
+            config.push_str(&format!(
+                "[[agent]]\nname = \"{name}\"\ncomponent = {:?}\nlistens = [{}]\ndescription = \"The {name} agent.\"\n",
+                agent_wasm(component).display().to_string(),
+                tags.join(", ")
+            ));
+        }
+        let config_path = dir.path().join("organism.toml");
+        std::fs::write(&config_path, &config).expect("write config");
+        let config = agentserver::server::Config::load(&config_path).expect("config");
+        let server = agentserver::server::start(config)
+            .await
+            .expect("start server");
+        TestServer {
+            server: Some(server),
+            dir,
+            secrets,
+        }
+    }
+
+    fn running(&self) -> &agentserver::server::RunningServer {
+        self.server.as_ref().expect("server running")
+    }
+
+    /// `wss://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("wss://{}/", self.running().address())
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.running().address()
+    }
+
+    /// The current TOTP code of `user`.
+    pub fn code(&self, user: &str) -> String {
+        self.code_at(user, std::time::SystemTime::now())
+    }
+
+    /// `user`'s TOTP code at `time`.
+    pub fn code_at(&self, user: &str, time: std::time::SystemTime) -> String {
+        agentserver::auth::totp_code(&self.secrets[user], time)
+    }
+
+    /// How clients trust this server: its certificate's fingerprint.
+    pub fn trust(&self) -> agentserver::client::Trust {
+        agentserver::client::Trust::Fingerprint(self.running().fingerprint().to_owned())
+    }
+
+    /// A connected client that has not logged in.
+    pub async fn connect(&self) -> agentserver::client::Client {
+        agentserver::client::Client::connect(&self.url(), &self.trust())
+            .await
+            .expect("connect")
+    }
+
+    /// A client logged in as `user`, and its catalog. A user can log in
+    /// twice per server this way (the current TOTP step, then the next one,
+    /// within the ±1 step of skew); tests that need more use more users.
+    pub async fn login(&self, user: &str) -> (agentserver::client::Client, String) {
+        let step = {
+            static STEPS: OnceLock<std::sync::Mutex<std::collections::HashMap<String, u64>>> =
+                OnceLock::new();
+            let mut steps = STEPS.get_or_init(Default::default).lock().unwrap();
+            let n = steps
+                .entry(format!("{}/{user}", self.address()))
+                .or_insert(0);
+            *n += 1;
+            *n - 1
+        };
+        assert!(step < 2, "{user} logged in twice already: use another user");
+        let time = std::time::SystemTime::now() + std::time::Duration::from_secs(30 * step);
+        let mut client = self.connect().await;
+        let catalog = client
+            .login(user, &self.code_at(user, time))
+            .await
+            .expect("login");
+        (client, catalog)
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// The next text frame, waiting at most 10 s.
+pub async fn recv(client: &mut agentserver::client::Client) -> agentserver::client::Received {
+    tokio::time::timeout(std::time::Duration::from_secs(10), client.receive())
+        .await
+        .expect("a frame within 10 s")
+        .expect("a frame")
+}
+
+/// The next frame, which must be text.
+pub async fn recv_text(client: &mut agentserver::client::Client) -> String {
+    match recv(client).await {
+        agentserver::client::Received::Text(text) => text,
+        other => panic!("expected text, got {other:?}"),
+    }
+}

@@ -7,6 +7,8 @@
 mod c14n;
 mod demo;
 mod hash;
+mod run;
+mod user;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +22,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the organism: the WSS port with its agents.
+    Run(run::RunArgs),
+    /// Manage users (`users.toml`).
+    User(user::UserArgs),
     /// Print the SHA-256 of a component, as the component store keys it.
     Hash(hash::HashArgs),
     /// Print the exclusive canonical form of an XML document.
@@ -32,6 +38,8 @@ impl Cli {
     /// Runs the chosen subcommand.
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
+            Command::Run(args) => run::run(&args),
+            Command::User(args) => user::run(&args),
             Command::Hash(args) => hash::run(&args),
             Command::Demo(args) => demo::run(&args),
             Command::C14n(args) => c14n::run(&args),

@@ -97,6 +97,9 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Live connections one user may have. Default 8.
     pub max_connections_per_user: usize,
+    /// Agent instances the runtime's pool holds, all agents together.
+    /// Default 1,000.
+    pub max_instances: u32,
     /// Boot-time agents.
     pub agents: Vec<AgentConfig>,
 }
@@ -173,6 +176,9 @@ impl Config {
             max_connections_per_user: reader
                 .integer(root, "max_connections_per_user")?
                 .map_or(8, |n| n as usize),
+            max_instances: reader
+                .integer(root, "max_instances")?
+                .map_or(1_000, |n| u32::try_from(n).unwrap_or(u32::MAX)),
             agents,
         })
     }

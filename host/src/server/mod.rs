@@ -1,2 +1,364 @@
+//! The secure port: one TLS-only TCP port serving the WebSocket message
+//! channel, the web console, `/healthz` and `/metrics`.
+//!
+//! # Tasks
+//!
+//! - The accept loop ([`RunningServer`]) takes TCP connections until
+//!   shutdown; each gets its own task, which does the TLS handshake (10 s at
+//!   most; a plaintext client gets nothing but a closed socket) and serves
+//!   HTTP/1.1 on it.
+//! - An upgraded WebSocket gets a task of its own (`connection`), which
+//!   owns the socket and the bus session.
+//! - Shutdown is a `watch` channel: the accept loop stops, connections close
+//!   with 1001, and [`RunningServer::shutdown`] waits (bounded) for them.
+//!
+//! Dependencies point inward: the server uses auth, the bus, the runtime and
+//! the XML core; nothing below knows of sockets.
+
+mod catalog;
 pub mod config;
+mod connection;
+mod flood;
+mod http;
+mod metrics;
 pub mod tls;
+
+pub use config::{AgentConfig, Config, ConfigError, StorageConfig};
+pub use flood::{FloodGuard, FloodLimits};
+
+use crate::auth::{AuthConfig, Authenticator, Users, UsersError};
+use crate::bus::{AgentName, Bus, BusConfig, Listener, ListenerTarget, NoAudit, TableError};
+use crate::runtime::{ComponentHash, LoadError, Runtime, RuntimeConfig, RuntimeError};
+use crate::xml::Tag;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// How long a TLS handshake may take.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for connections to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The configuration is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The user directory is wrong.
+    #[error(transparent)]
+    Users(#[from] UsersError),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The wasm runtime could not start.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A boot agent could not be loaded.
+    #[error("agent `{agent}`: {reason}")]
+    Agent {
+        /// The agent.
+        agent: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The port could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+/// Counters the server keeps (the bus keeps its own).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) connections: AtomicU64,
+    pub(crate) sessions: AtomicU64,
+    pub(crate) frames_received: AtomicU64,
+    pub(crate) auth_failures: AtomicU64,
+    pub(crate) bad_frames: AtomicU64,
+    pub(crate) flood_closes: AtomicU64,
+}
+
+/// What every connection shares.
+pub(crate) struct State {
+    pub(crate) bus: Bus,
+    pub(crate) auth: Authenticator,
+    pub(crate) counters: Counters,
+    pub(crate) flood: FloodLimits,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) max_connections_per_user: usize,
+    pub(crate) session_timeout_seconds: u64,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    per_user: Mutex<HashMap<String, usize>>,
+    _runtime: Arc<Runtime>,
+}
+
+impl State {
+    /// Claims one of the user's connection slots; released on drop.
+    pub(crate) fn claim_connection(&self, user: &str) -> Option<ConnectionSlot<'_>> {
+        let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        let count = per_user.entry(user.to_owned()).or_default();
+        if *count >= self.max_connections_per_user {
+            return None;
+        }
+        *count += 1;
+        Some(ConnectionSlot {
+            state: self,
+            user: user.to_owned(),
+        })
+    }
+}
+
+/// One of a user's connection slots.
+pub(crate) struct ConnectionSlot<'a> {
+    state: &'a State,
+    user: String,
+}
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        let mut per_user = self
+            .state
+            .per_user
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = per_user.get_mut(&self.user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                per_user.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// Loads the boot agents of `config` into `runtime` and registers them on `bus`.
+fn boot_agents(config: &Config, runtime: &Runtime, bus: &Bus) -> Result<(), ServerError> {
+    for agent in &config.agents {
+        let fail = |reason: String| ServerError::Agent {
+            agent: agent.name.clone(),
+            reason,
+        };
+        let name = AgentName::new(&agent.name).map_err(|e| fail(e.to_string()))?;
+        let bytes = std::fs::read(&agent.component)
+            .map_err(|e| fail(format!("{}: {e}", agent.component.display())))?;
+        if let Some(expected) = &agent.sha256 {
+            let expected: ComponentHash = expected
+                .parse()
+                .map_err(|e: crate::runtime::BadHash| fail(e.to_string()))?;
+            let actual = ComponentHash::of(&bytes);
+            if actual != expected {
+                return Err(fail(format!(
+                    "sha256 is {actual}, not the configured {expected}"
+                )));
+            }
+        }
+        let component = runtime
+            .load_component(&bytes)
+            .map_err(|e: LoadError| fail(e.to_string()))?;
+        let loaded = runtime.agent(&agent.name, component, agent.limits.clone())?;
+        bus.register(Listener {
+            name,
+            listens: agent.listens.iter().map(|t| Tag::new(t)).collect(),
+            description: agent.description.clone(),
+            target: ListenerTarget::Local(loaded),
+        })
+        .map_err(|e: TableError| fail(e.to_string()))?;
+        tracing::info!(agent = %agent.name, "agent loaded");
+    }
+    Ok(())
+}
+
+/// A server that is listening.
+pub struct RunningServer {
+    address: SocketAddr,
+    fingerprint: String,
+    shutdown: watch::Sender<bool>,
+    accept_loop: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The address it listens on (with the real port when 0 was asked for).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The SHA-256 fingerprint of its TLS certificate.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Stops accepting, closes connections with 1001, and waits for them
+    /// (at most [`SHUTDOWN_GRACE`]).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.accept_loop.await;
+    }
+}
+
+/// Starts the server described by `config`: TLS identity, users, runtime,
+/// boot agents, bus, and the listening socket.
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    let identity = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => tls::Identity::load(cert, key)?,
+        _ => {
+            let (identity, made) = tls::Identity::development(&config.data_dir.join("tls"))?;
+            if made {
+                tracing::info!("made a development TLS certificate");
+            }
+            identity
+        }
+    };
+    let fingerprint = identity.fingerprint();
+    let tls = tokio_rustls::TlsAcceptor::from(identity.server_config()?);
+    let users = Users::load(&config.users)?;
+    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        cache_dir: Some(config.data_dir.join("compiled")),
+        max_instances: config.max_instances,
+        ..RuntimeConfig::default()
+    })?);
+    let bus = Bus::new(BusConfig::default(), Arc::new(NoAudit));
+    {
+        let runtime = Arc::clone(&runtime);
+        let config = config.clone();
+        let bus = bus.clone();
+        tokio::task::spawn_blocking(move || boot_agents(&config, &runtime, &bus))
+            .await
+            .map_err(|e| ServerError::Agent {
+                agent: "*".into(),
+                reason: e.to_string(),
+            })??;
+    }
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                address: config.listen,
+                source,
+            })?;
+    let address = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            address: config.listen,
+            source,
+        })?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let session_timeout_seconds = config
+        .agents
+        .iter()
+        .map(|a| a.limits.session_timeout.as_secs())
+        .max()
+        .unwrap_or(1_800);
+    let state = Arc::new(State {
+        bus,
+        auth: Authenticator::new(users, &AuthConfig::default()),
+        counters: Counters::default(),
+        flood: FloodLimits::default(),
+        max_message_bytes: config.max_message_bytes,
+        max_connections_per_user: config.max_connections_per_user,
+        session_timeout_seconds,
+        shutdown: shutdown_rx.clone(),
+        per_user: Mutex::new(HashMap::new()),
+        _runtime: Arc::clone(&runtime),
+    });
+    spawn_sweeper(&state, shutdown_rx.clone());
+    let accept_loop = tokio::spawn(accept(listener, tls, state, shutdown_rx));
+    Ok(RunningServer {
+        address,
+        fingerprint,
+        shutdown: shutdown_tx,
+        accept_loop,
+    })
+}
+
+/// Drops idle agent instances once a second.
+fn spawn_sweeper(state: &Arc<State>, mut shutdown: watch::Receiver<bool>) {
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    for listener in state.bus.table().agents() {
+                        let ListenerTarget::Local(agent) = &listener.target;
+                        agent.evict_idle();
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+}
+
+async fn accept(
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((tcp, peer)) = accepted else { continue };
+                let _ = tcp.set_nodelay(true);
+                let tls = tls.clone();
+                let state = Arc::clone(&state);
+                connections.spawn(async move {
+                    let Ok(Ok(stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp)).await else {
+                        return;
+                    };
+                    let service = service_fn(move |request| http::handle(Arc::clone(&state), request, peer));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// Runs the server until Ctrl-C or SIGTERM, then shuts down gracefully.
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    let server = start(config).await?;
+    println!("listening on wss://{}/", server.address());
+    println!("tls certificate sha256 {}", server.fingerprint());
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -65,6 +65,27 @@ impl CanonicalXml {
     pub fn tag(&self) -> &Tag {
         &self.tag
     }
+
+    /// The value of the root element's attribute `qname` (as written, for
+    /// example `user` or `p:id`), references resolved.
+    pub fn root_attribute(&self, qname: &str) -> Option<String> {
+        let mut reader = quick_xml::Reader::from_str(&self.text);
+        loop {
+            match reader.read_event() {
+                Ok(quick_xml::events::Event::Start(start))
+                | Ok(quick_xml::events::Event::Empty(start)) => {
+                    return start.attributes().flatten().find_map(|attribute| {
+                        (attribute.key.as_ref() == qname.as_bytes())
+                            .then(|| std::str::from_utf8(&attribute.value).ok())
+                            .flatten()
+                            .and_then(|raw| text::attribute_value(raw).ok())
+                    });
+                }
+                Ok(quick_xml::events::Event::Eof) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
 }
 
 impl fmt::Display for CanonicalXml {

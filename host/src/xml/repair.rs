@@ -331,9 +331,9 @@ fn start_tag<'a>(
             }
             Some(_) => {
                 let end = rest
-                    .find(|c: char| c.is_whitespace() || c == '>')
-                    .unwrap_or(rest.len());
-                let end = rest[..end].find("/>").unwrap_or(end);
+                    .char_indices()
+                    .find(|&(i, c)| c.is_whitespace() || c == '>' || rest[i..].starts_with("/>"))
+                    .map_or(rest.len(), |(i, _)| i);
                 let value = &rest[..end];
                 if value.is_empty() {
                     return Err(XmlError::malformed(format!(

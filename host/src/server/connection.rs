@@ -1,0 +1,321 @@
+//! One WebSocket connection: authentication, the catalog, then frames in
+//! both directions until either side ends it.
+//!
+//! The task owns its socket. It selects over: frames from the client (each
+//! checked for size and flooding, then submitted to the bus as the user),
+//! frames from the session's outbox (sent as they come), routing-table
+//! changes (a fresh catalog when the user's view changed), a keepalive
+//! ticker, and server shutdown. When the task ends, the session ends with
+//! it; dropping the task's future does the same, through the guards.
+
+use super::catalog::{capabilities, catalog_frame, CatalogHeader};
+use super::flood::FloodGuard;
+use super::State;
+use crate::auth::{Allow, AuthenticatedUser};
+use crate::bus::{Capability, Grants, RefusalKind, Session};
+use crate::xml::{ingest, Limits, Tag};
+use futures::{SinkExt as _, StreamExt as _};
+use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use hyper_tungstenite::tungstenite::protocol::CloseFrame;
+use hyper_tungstenite::tungstenite::Message;
+use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long the first frame may take.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle connection is pinged.
+pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// A connection silent this long (no frame, no pong) is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The one answer to every failed login.
+const AUTH_FAILED: &str = "authentication failed";
+
+/// Serves one upgraded connection to its end.
+pub(crate) async fn serve(state: Arc<State>, websocket: HyperWebsocket, peer: SocketAddr) {
+    let Ok(mut ws) = websocket.await else {
+        return;
+    };
+    let _open = Counted::new(&state.counters.connections);
+    let Some(user) = authenticate(&state, &mut ws, peer).await else {
+        state.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
+        close(&mut ws, CloseCode::Policy, AUTH_FAILED).await;
+        return;
+    };
+    let Some(_slot) = state.claim_connection(user.name()) else {
+        close(&mut ws, CloseCode::Policy, "too many connections").await;
+        return;
+    };
+    let _session_count = Counted::new(&state.counters.sessions);
+    let session = state.bus.open_session(user.name(), grants(user.allow()));
+    let outcome = Connection {
+        state: Arc::clone(&state),
+        session: session.clone(),
+        user,
+        flood: FloodGuard::new(state.flood),
+        last_seen: Instant::now(),
+        catalog: Vec::new(),
+    }
+    .run(&mut ws)
+    .await;
+    session.end();
+    let (code, reason) = match outcome {
+        Ending::ClientClosed => return,
+        Ending::EndSession => (CloseCode::Normal, "session ended"),
+        Ending::Flooding => {
+            state.counters.flood_closes.fetch_add(1, Ordering::Relaxed);
+            (CloseCode::Policy, "flooding")
+        }
+        Ending::Idle => (CloseCode::Normal, "idle timeout"),
+        Ending::Shutdown => (CloseCode::Away, "server shutting down"),
+    };
+    close(&mut ws, code, reason).await;
+}
+
+/// The tags a user's `allow` list grants.
+pub(crate) fn grants(allow: &Allow) -> Grants {
+    match allow {
+        Allow::All => Grants::All,
+        Allow::Tags(tags) => Grants::Tags(tags.iter().map(|t| Tag::new(t)).collect()),
+    }
+}
+
+/// Reads the first frame and checks it; `None` for every kind of failure.
+async fn authenticate(
+    state: &State,
+    ws: &mut HyperWebsocketStream,
+    peer: SocketAddr,
+) -> Option<AuthenticatedUser> {
+    let first = tokio::time::timeout(AUTH_TIMEOUT, ws.next())
+        .await
+        .ok()??
+        .ok()?;
+    let Message::Text(text) = first else {
+        return None;
+    };
+    let limits = Limits {
+        max_input_bytes: 4096,
+        ..Limits::default()
+    };
+    let payload = ingest(text.as_bytes(), &limits).ok()?.payloads.pop()?;
+    if payload.tag().as_str() != "authenticate" {
+        return None;
+    }
+    let user = payload.root_attribute("user")?;
+    let code = payload.root_attribute("totp")?;
+    match state.auth.login(&user, &code, peer.ip(), SystemTime::now()) {
+        Ok(user) => {
+            tracing::info!(user = user.name(), %peer, "logged in");
+            Some(user)
+        }
+        Err(reason) => {
+            tracing::info!(%peer, %reason, "login refused");
+            None
+        }
+    }
+}
+
+/// How a connection ended.
+enum Ending {
+    ClientClosed,
+    EndSession,
+    Flooding,
+    Idle,
+    Shutdown,
+}
+
+struct Connection {
+    state: Arc<State>,
+    session: Session,
+    user: AuthenticatedUser,
+    flood: FloodGuard,
+    last_seen: Instant,
+    catalog: Vec<Capability>,
+}
+
+impl Connection {
+    async fn run(mut self, ws: &mut HyperWebsocketStream) -> Ending {
+        let mut changes = self.state.bus.changes();
+        let mut shutdown = self.state.shutdown.clone();
+        self.catalog = capabilities(&self.state.bus.table(), &self.session.grants());
+        let first = catalog_frame(
+            CatalogHeader {
+                user: self.user.name(),
+                session: self.session.id().as_str(),
+                session_timeout: Some(self.state.session_timeout_seconds),
+            },
+            &self.catalog,
+        );
+        if ws.send(Message::text(first)).await.is_err() {
+            return Ending::ClientClosed;
+        }
+        let mut keepalive = tokio::time::interval(PING_INTERVAL);
+        keepalive.tick().await;
+        let outbox = Arc::clone(self.session.outbox());
+        loop {
+            tokio::select! {
+                frame = ws.next() => {
+                    let Some(Ok(frame)) = frame else {
+                        return Ending::ClientClosed;
+                    };
+                    self.last_seen = Instant::now();
+                    match frame {
+                        Message::Text(text) => {
+                            if let Some(ending) = self.on_text(text.as_bytes()) {
+                                return ending;
+                            }
+                        }
+                        Message::Binary(_) => {
+                            let refusal = "<error code=\"bad-frame\">binary frames are not accepted; send XML as text</error>";
+                            if let Some(ending) = self.bad_frame(refusal) {
+                                return ending;
+                            }
+                        }
+                        Message::Close(_) => return Ending::ClientClosed,
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    }
+                }
+                frame = outbox.pop() => {
+                    let Some(frame) = frame else {
+                        return Ending::EndSession;
+                    };
+                    if ws.send(Message::text(frame.to_string())).await.is_err() {
+                        return Ending::ClientClosed;
+                    }
+                }
+                changed = changes.changed() => {
+                    if changed.is_ok() {
+                        self.push_catalog_if_changed(ws).await;
+                    }
+                }
+                _ = keepalive.tick() => {
+                    if self.last_seen.elapsed() > IDLE_TIMEOUT {
+                        return Ending::Idle;
+                    }
+                    if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        return Ending::ClientClosed;
+                    }
+                }
+                _ = shutdown.changed() => return Ending::Shutdown,
+            }
+        }
+    }
+
+    /// Handles one text frame; `Some` when the connection must end.
+    fn on_text(&mut self, frame: &[u8]) -> Option<Ending> {
+        self.state
+            .counters
+            .frames_received
+            .fetch_add(1, Ordering::Relaxed);
+        if !self.flood.take(Instant::now()) {
+            return Some(Ending::Flooding);
+        }
+        if frame.len() > self.state.max_message_bytes {
+            let refusal = format!(
+                "<error code=\"bad-frame\">frame is {} bytes; the limit is {}</error>",
+                frame.len(),
+                self.state.max_message_bytes
+            );
+            return self.bad_frame(&refusal);
+        }
+        let head = trim_start(frame);
+        if starts_element(head, b"end-session") {
+            return Some(Ending::EndSession);
+        }
+        if starts_element(head, b"privileged-command") {
+            self.session.outbox().push(
+                "<error code=\"unsupported\">privileged commands are not accepted by this server yet</error>".into(),
+            );
+            return None;
+        }
+        match self.session.submit(frame) {
+            Ok(_) => None,
+            Err(refusal)
+                if matches!(
+                    refusal.kind,
+                    RefusalKind::AccessDenied | RefusalKind::Malformed
+                ) =>
+            {
+                (!self.flood.bad_message(Instant::now())).then_some(Ending::Flooding)
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn bad_frame(&mut self, refusal: &str) -> Option<Ending> {
+        self.state
+            .counters
+            .bad_frames
+            .fetch_add(1, Ordering::Relaxed);
+        self.session.outbox().push(refusal.into());
+        (!self.flood.bad_message(Instant::now())).then_some(Ending::Flooding)
+    }
+
+    async fn push_catalog_if_changed(&mut self, ws: &mut HyperWebsocketStream) {
+        let fresh = capabilities(&self.state.bus.table(), &self.session.grants());
+        if fresh == self.catalog {
+            return;
+        }
+        self.catalog = fresh;
+        let frame = catalog_frame(
+            CatalogHeader {
+                user: self.user.name(),
+                session: self.session.id().as_str(),
+                session_timeout: None,
+            },
+            &self.catalog,
+        );
+        let _ = ws.send(Message::text(frame)).await;
+    }
+}
+
+fn trim_start(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    &bytes[start..]
+}
+
+/// Whether `frame` starts with element `name` (`<name>`, `<name/>`, `<name …`).
+fn starts_element(frame: &[u8], name: &[u8]) -> bool {
+    frame.first() == Some(&b'<')
+        && frame[1..].starts_with(name)
+        && frame
+            .get(1 + name.len())
+            .is_some_and(|b| matches!(b, b'/' | b'>') || b.is_ascii_whitespace())
+}
+
+/// Sends a close frame and waits briefly for the client's answer.
+async fn close(ws: &mut HyperWebsocketStream, code: CloseCode, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.to_owned().into(),
+    };
+    if ws.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+/// Counts something open while it lives.
+struct Counted<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a std::sync::atomic::AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,67 @@
+//! The routes of the one port: the WebSocket channel and the web console
+//! on `/`, `/healthz`, `/metrics`; anything else is 404.
+
+use super::{connection, metrics, State};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The web console, served from the binary.
+const CONSOLE_HTML: &str = include_str!("console.html");
+
+fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, content_type)
+        .header("X-Content-Type-Options", "nosniff")
+        .body(Full::new(body.into()))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// Answers one HTTP request.
+pub(crate) async fn handle(
+    state: Arc<State>,
+    mut request: Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = request.uri().path();
+    if path == "/" && hyper_tungstenite::is_upgrade_request(&request) {
+        // tungstenite refuses frames past this hard cap outright (close
+        // 1009); frames between `max_message_bytes` and the cap get a
+        // polite bad-frame error from the connection.
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(state.max_message_bytes.saturating_mul(4)))
+            .max_frame_size(Some(state.max_message_bytes.saturating_mul(4)));
+        return Ok(
+            match hyper_tungstenite::upgrade(&mut request, Some(config)) {
+                Ok((response, websocket)) => {
+                    tokio::spawn(connection::serve(Arc::clone(&state), websocket, peer));
+                    response
+                }
+                Err(_) => respond(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    "bad WebSocket upgrade\n",
+                ),
+            },
+        );
+    }
+    Ok(match (request.method(), path) {
+        (&Method::GET, "/") => respond(StatusCode::OK, "text/html; charset=utf-8", CONSOLE_HTML),
+        (&Method::GET, "/healthz") => respond(StatusCode::OK, "text/plain", "ok"),
+        (&Method::GET, "/metrics") => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics::render(&state),
+        ),
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    })
+}

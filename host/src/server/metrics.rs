@@ -1,0 +1,106 @@
+//! `/metrics`: the server's and the bus's counters as Prometheus text.
+
+use super::State;
+use crate::bus::{ListenerTarget, LATENCY_BUCKETS_US};
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+/// Renders every metric in the Prometheus text exposition format.
+pub(crate) fn render(state: &State) -> String {
+    let mut out = String::with_capacity(4096);
+    let bus = state.bus.metrics().snapshot();
+    let counters = &state.counters;
+    let mut gauge = |name: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    };
+    gauge(
+        "agentserver_connections",
+        "Open WebSocket connections.",
+        counters.connections.load(Ordering::Relaxed),
+    );
+    gauge(
+        "agentserver_sessions",
+        "Authenticated sessions.",
+        counters.sessions.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP agentserver_messages_total Messages by kind.\n# TYPE agentserver_messages_total counter"
+    );
+    for (kind, value) in [
+        ("received", counters.frames_received.load(Ordering::Relaxed)),
+        ("routed", bus.messages_routed),
+        ("delivered", bus.delivered_to_sessions),
+        ("agent_calls", bus.agent_calls),
+    ] {
+        let _ = writeln!(out, "agentserver_messages_total{{kind=\"{kind}\"}} {value}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP agentserver_refusals_total Refusals by kind.\n# TYPE agentserver_refusals_total counter"
+    );
+    for (kind, value) in &bus.refusals {
+        let _ = writeln!(
+            out,
+            "agentserver_refusals_total{{kind=\"{}\"}} {value}",
+            kind.code()
+        );
+    }
+    for (kind, value) in [
+        (
+            "authentication",
+            counters.auth_failures.load(Ordering::Relaxed),
+        ),
+        ("bad-frame", counters.bad_frames.load(Ordering::Relaxed)),
+        ("flooding", counters.flood_closes.load(Ordering::Relaxed)),
+    ] {
+        let _ = writeln!(out, "agentserver_refusals_total{{kind=\"{kind}\"}} {value}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP agentserver_agent_call_seconds Agent call latency.\n# TYPE agentserver_agent_call_seconds histogram"
+    );
+    let mut cumulative = 0;
+    for (bound, count) in LATENCY_BUCKETS_US.iter().zip(&bus.latency_buckets) {
+        cumulative += count;
+        let _ = writeln!(
+            out,
+            "agentserver_agent_call_seconds_bucket{{le=\"{}\"}} {cumulative}",
+            *bound as f64 / 1e6
+        );
+    }
+    cumulative += bus.latency_buckets.last().copied().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "agentserver_agent_call_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(
+        out,
+        "agentserver_agent_call_seconds_sum {}",
+        bus.latency_sum_us as f64 / 1e6
+    );
+    let _ = writeln!(out, "agentserver_agent_call_seconds_count {cumulative}");
+    let _ = writeln!(
+        out,
+        "# HELP agentserver_agent_queue_depth Calls waiting per agent.\n# TYPE agentserver_agent_queue_depth gauge"
+    );
+    let table = state.bus.table();
+    for listener in table.agents() {
+        let ListenerTarget::Local(agent) = &listener.target;
+        let stats = agent.stats();
+        let _ = writeln!(
+            out,
+            "agentserver_agent_queue_depth{{agent=\"{}\"}} {}",
+            listener.name, stats.queued
+        );
+        let _ = writeln!(
+            out,
+            "agentserver_agent_in_flight{{agent=\"{}\"}} {}",
+            listener.name, stats.in_flight
+        );
+    }
+    out
+}

@@ -1,0 +1,351 @@
+//! The secure port, from outside: real TLS sockets, the real server, real
+//! agents. PROTOCOL.md sections 1, 3, 4, 5 and 6.
+
+use agentserver::client::Received;
+use agentserver_tests::{recv, recv_text, TestServer};
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+const AGENTS: &[agentserver_tests::AgentSpec<'static>] = &[
+    ("calc", "calculator", &["calculate"]),
+    ("echo", "echo", &["echo"]),
+    ("counter", "counter", &["count"]),
+    ("delegator", "delegator", &["square-sum"]),
+];
+
+async fn server() -> TestServer {
+    TestServer::start(
+        &[
+            ("alice", &["calculate", "echo", "square-sum"]),
+            ("bob", &["*"]),
+            ("carol", &["*"]),
+            ("dave", &["echo"]),
+        ],
+        AGENTS,
+    )
+    .await
+}
+
+fn thread_of(frame: &str) -> String {
+    frame
+        .split("<thread>")
+        .nth(1)
+        .and_then(|rest| rest.split("</thread>").next())
+        .unwrap_or_else(|| panic!("no thread in {frame}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn plaintext_connections_get_nothing() {
+    let server = server().await;
+    let mut tcp = tokio::net::TcpStream::connect(server.address())
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "plaintext got {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[tokio::test]
+async fn each_user_sees_exactly_their_catalog() {
+    let server = server().await;
+    let (_alice, catalog) = server.login("alice").await;
+    assert!(catalog.starts_with("<catalog session=\""), "{catalog}");
+    assert!(
+        catalog.contains(" session-timeout=\"1800\" user=\"alice\">"),
+        "{catalog}"
+    );
+    let capabilities = catalog.split_once('>').unwrap().1;
+    assert_eq!(
+        capabilities,
+        "<capability agent=\"calc\" tag=\"calculate\">The calc agent.</capability>\
+         <capability agent=\"echo\" tag=\"echo\">The echo agent.</capability>\
+         <capability agent=\"delegator\" tag=\"square-sum\">The delegator agent.</capability></catalog>"
+    );
+    let (_dave, catalog) = server.login("dave").await;
+    assert!(
+        catalog.ends_with(
+            "><capability agent=\"echo\" tag=\"echo\">The echo agent.</capability></catalog>"
+        ),
+        "{catalog}"
+    );
+    let (_bob, catalog) = server.login("bob").await;
+    assert_eq!(catalog.matches("<capability ").count(), 4, "{catalog}");
+}
+
+async fn refused_login(server: &TestServer, first_frame: &str) -> Received {
+    let mut client = server.connect().await;
+    client.send(first_frame).await.unwrap();
+    recv(&mut client).await
+}
+
+#[tokio::test]
+async fn every_failed_login_gets_the_same_1008() {
+    let server = server().await;
+    let failed = Received::Closed(1008, "authentication failed".into());
+    let now = SystemTime::now();
+    let wrong = r#"<authenticate user="alice" totp="000000"/>"#;
+    assert_eq!(refused_login(&server, wrong).await, failed, "wrong code");
+    let expired = server.code_at("bob", now - Duration::from_secs(120));
+    let frame = format!(r#"<authenticate user="bob" totp="{expired}"/>"#);
+    assert_eq!(refused_login(&server, &frame).await, failed, "expired code");
+    let code = server.code("carol");
+    let frame = format!(r#"<authenticate user="mallory" totp="{code}"/>"#);
+    assert_eq!(refused_login(&server, &frame).await, failed, "unknown user");
+    assert_eq!(
+        refused_login(&server, "<echo>hi</echo>").await,
+        failed,
+        "anything else first"
+    );
+
+    let frame = format!(r#"<authenticate user="carol" totp="{code}"/>"#);
+    let mut first = server.connect().await;
+    first.send(&frame).await.unwrap();
+    assert!(recv_text(&mut first).await.starts_with("<catalog"));
+    assert_eq!(
+        refused_login(&server, &frame).await,
+        failed,
+        "replayed code"
+    );
+}
+
+#[tokio::test]
+async fn login_failures_are_rate_limited() {
+    let server = server().await;
+    for _ in 0..5 {
+        let wrong = r#"<authenticate user="dave" totp="111111"/>"#;
+        assert!(matches!(
+            refused_login(&server, wrong).await,
+            Received::Closed(1008, _)
+        ));
+    }
+    let right = format!(
+        r#"<authenticate user="dave" totp="{}"/>"#,
+        server.code("dave")
+    );
+    assert_eq!(
+        refused_login(&server, &right).await,
+        Received::Closed(1008, "authentication failed".into())
+    );
+}
+
+#[tokio::test]
+async fn echo_calculator_and_delegation_round_trips() {
+    let server = server().await;
+    let (mut alice, _) = server.login("alice").await;
+    alice.send("<echo>hello <b>there</b></echo>").await.unwrap();
+    let frame = recv_text(&mut alice).await;
+    assert!(
+        frame.starts_with("<message><meta><from>echo</from><thread>"),
+        "{frame}"
+    );
+    assert!(
+        frame.ends_with("</thread></meta><echoed>hello <b>there</b></echoed></message>"),
+        "{frame}"
+    );
+
+    alice
+        .send("<calculate>2 + 3 * 4</calculate>")
+        .await
+        .unwrap();
+    let frame = recv_text(&mut alice).await;
+    assert!(
+        frame.contains("<from>calc</from>") && frame.ends_with("<result>14</result></message>"),
+        "{frame}"
+    );
+
+    alice
+        .send("<square-sum><n>3</n><n>4</n></square-sum>")
+        .await
+        .unwrap();
+    let frame = recv_text(&mut alice).await;
+    assert!(
+        frame.contains("<from>calc</from>") && frame.ends_with("<result>25</result></message>"),
+        "{frame}"
+    );
+
+    let thread = thread_of(&frame);
+    alice
+        .send(&format!(
+            "<message><meta><thread>{thread}</thread></meta><calculate>1+1</calculate></message>"
+        ))
+        .await
+        .unwrap();
+    let frame = recv_text(&mut alice).await;
+    assert_eq!(thread_of(&frame), thread);
+    assert!(frame.ends_with("<result>2</result></message>"), "{frame}");
+}
+
+#[tokio::test]
+async fn refusals_keep_the_connection() {
+    let server = server().await;
+    let (mut alice, _) = server.login("alice").await;
+    alice.send("<count/>").await.unwrap();
+    assert_eq!(
+        recv_text(&mut alice).await,
+        r#"<access-denied tag="count"></access-denied>"#
+    );
+    alice
+        .send("<message><meta><thread>not-mine</thread></meta><echo>x</echo></message>")
+        .await
+        .unwrap();
+    assert_eq!(
+        recv_text(&mut alice).await,
+        r#"<error code="unknown-thread" thread="not-mine"></error>"#
+    );
+    alice
+        .send("<!DOCTYPE x [<!ENTITY a \"b\">]><echo>&a;</echo>")
+        .await
+        .unwrap();
+    assert_eq!(
+        recv_text(&mut alice).await,
+        r#"<error code="malformed">entity declarations are not allowed</error>"#
+    );
+    alice
+        .send("<echo><unclosed attr=\"x></echo>")
+        .await
+        .unwrap();
+    assert!(recv_text(&mut alice)
+        .await
+        .starts_with(r#"<error code="malformed">"#));
+    alice.send_binary(vec![1, 2, 3]).await.unwrap();
+    assert!(recv_text(&mut alice)
+        .await
+        .starts_with(r#"<error code="bad-frame">"#));
+    alice.send("<echo>still here</echo>").await.unwrap();
+    assert!(recv_text(&mut alice)
+        .await
+        .ends_with("<echoed>still here</echoed></message>"));
+}
+
+#[tokio::test]
+async fn repaired_input_carries_huh() {
+    let server = server().await;
+    let (mut alice, _) = server.login("alice").await;
+    alice.send("Sure: <echo>fish & chips").await.unwrap();
+    let frame = recv_text(&mut alice).await;
+    assert!(
+        frame.contains("<huh>removed text before the root element</huh>"),
+        "{frame}"
+    );
+    assert!(frame.contains("<huh>escaped a bare &amp;</huh>"), "{frame}");
+    assert!(
+        frame.contains("<huh>closed unclosed element echo</huh>"),
+        "{frame}"
+    );
+    assert!(
+        frame.ends_with("<echoed>fish &amp; chips</echoed></message>"),
+        "{frame}"
+    );
+}
+
+#[tokio::test]
+async fn flooding_with_bad_messages_closes_the_connection() {
+    let server = server().await;
+    let (mut dave, _) = server.login("dave").await;
+    for _ in 0..21 {
+        dave.send("<count/>").await.unwrap();
+    }
+    loop {
+        match recv(&mut dave).await {
+            Received::Text(frame) => assert!(frame.starts_with("<access-denied"), "{frame}"),
+            Received::Closed(code, reason) => {
+                assert_eq!((code, reason.as_str()), (1008, "flooding"));
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn flooding_past_the_message_rate_closes_the_connection() {
+    let server = server().await;
+    let (mut bob, _) = server.login("bob").await;
+    for _ in 0..150 {
+        if bob.send("<echo>x</echo>").await.is_err() {
+            break;
+        }
+    }
+    loop {
+        match recv(&mut bob).await {
+            Received::Text(_) => continue,
+            Received::Closed(code, reason) => {
+                assert_eq!((code, reason.as_str()), (1008, "flooding"));
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_user_may_hold_only_so_many_connections() {
+    let server = TestServer::start_with(
+        &[("erin", &["echo"])],
+        AGENTS,
+        "max_connections_per_user = 1",
+    )
+    .await;
+    let (_first, _) = server.login("erin").await;
+    let mut second = server.connect().await;
+    let code = server.code_at("erin", SystemTime::now() + Duration::from_secs(30));
+    second
+        .send(&format!(r#"<authenticate user="erin" totp="{code}"/>"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        recv(&mut second).await,
+        Received::Closed(1008, "too many connections".into())
+    );
+}
+
+#[tokio::test]
+async fn end_session_closes_with_1000() {
+    let server = server().await;
+    let (mut alice, _) = server.login("alice").await;
+    alice.send("<end-session/>").await.unwrap();
+    assert_eq!(
+        recv(&mut alice).await,
+        Received::Closed(1000, "session ended".into())
+    );
+}
+
+async fn https_get(server: &TestServer, path: &str) -> (u16, String) {
+    let url = format!("https://{}{path}", server.address());
+    agentserver::client::get(&url, &server.trust())
+        .await
+        .expect("https get")
+}
+
+#[tokio::test]
+async fn healthz_metrics_console_and_404() {
+    let server = server().await;
+    assert_eq!(https_get(&server, "/healthz").await, (200, "ok".into()));
+    let (mut alice, _) = server.login("alice").await;
+    alice.send("<echo>m</echo>").await.unwrap();
+    recv_text(&mut alice).await;
+    let (status, metrics) = https_get(&server, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("agentserver_connections 1"), "{metrics}");
+    assert!(metrics.contains("agentserver_sessions 1"), "{metrics}");
+    assert!(
+        metrics.contains("agentserver_agent_call_seconds_count 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("agentserver_agent_queue_depth{agent=\"echo\"} 0"),
+        "{metrics}"
+    );
+    let (_, console) = https_get(&server, "/").await;
+    assert!(console.contains("<title>AgentServer console</title>"));
+    assert_eq!(
+        https_get(&server, "/nope").await,
+        (404, "not found\n".into())
+    );
+}
