@@ -30,8 +30,18 @@ pydeps:
 build:
 	$(CARGO) build -p agentserver
 
+DEMO_TAGS := echo,calculate,count,square-sum
+
+## Builds everything, makes the demo user once, and serves the example
+## agents on 127.0.0.1:8765 (the dev TLS certificate is made on first start).
 run: build agents
-	$(CARGO) run -p agentserver -- demo --agents $(AGENTS_DIR) --cache-dir run/compiled
+	@mkdir -p run
+	@test -f run/users.toml || $(CARGO) run -q -p agentserver -- user add demo --allow $(DEMO_TAGS) --users run/users.toml --qr-png run/demo-qr.png
+	@echo
+	@echo "Console:  https://127.0.0.1:8765/  (accept the development certificate)"
+	@echo "User:     demo; current code: $(CARGO) run -q -p agentserver -- user code demo --users run/users.toml"
+	@echo
+	$(CARGO) run -q -p agentserver -- run --config example-agents/organism.toml
 
 lint:
 	$(CARGO) fmt --all -- --check

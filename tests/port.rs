@@ -349,3 +349,28 @@ async fn healthz_metrics_console_and_404() {
         (404, "not found\n".into())
     );
 }
+
+#[tokio::test]
+async fn a_client_can_trust_the_development_certificate_as_its_ca() {
+    use rustls::pki_types::pem::PemObject;
+    let server = server().await;
+    let pem = std::fs::read(server.dir.path().join("data/tls/cert.pem")).unwrap();
+    let roots = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let url = format!("wss://localhost:{}/", server.address().port());
+    let mut client =
+        agentserver::client::Client::connect(&url, &agentserver::client::Trust::Ca(roots.clone()))
+            .await
+            .expect("the dev certificate verifies as its own CA for localhost");
+    let code = server.code("bob");
+    assert!(client
+        .login("bob", &code)
+        .await
+        .unwrap()
+        .starts_with("<catalog"));
+    let wrong = agentserver::client::Trust::Fingerprint("00".repeat(32));
+    assert!(agentserver::client::Client::connect(&url, &wrong)
+        .await
+        .is_err());
+}

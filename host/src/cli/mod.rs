@@ -5,7 +5,7 @@
 //! place errors become text for a person.
 
 mod c14n;
-mod demo;
+mod connect;
 mod hash;
 mod run;
 mod user;
@@ -24,14 +24,14 @@ pub struct Cli {
 enum Command {
     /// Serve the organism: the WSS port with its agents.
     Run(run::RunArgs),
+    /// Connect to a server as a user: an interactive client.
+    Connect(connect::ConnectArgs),
     /// Manage users (`users.toml`).
     User(user::UserArgs),
     /// Print the SHA-256 of a component, as the component store keys it.
     Hash(hash::HashArgs),
     /// Print the exclusive canonical form of an XML document.
     C14n(c14n::C14nArgs),
-    /// Load the example agents and call each once.
-    Demo(demo::DemoArgs),
 }
 
 impl Cli {
@@ -40,8 +40,8 @@ impl Cli {
         match self.command {
             Command::Run(args) => run::run(&args),
             Command::User(args) => user::run(&args),
+            Command::Connect(args) => connect::run(&args),
             Command::Hash(args) => hash::run(&args),
-            Command::Demo(args) => demo::run(&args),
             Command::C14n(args) => c14n::run(&args),
         }
     }

@@ -3,7 +3,7 @@
 //! `user add` makes a random 160-bit TOTP secret; the first line it prints
 //! is the `otpauth://` URI, then a QR code an authenticator app can scan.
 
-use crate::auth::{add_user, otpauth_uri, remove_user, Allow, Users};
+use crate::auth::{add_user, otpauth_uri, remove_user, totp_code, Allow, Users};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use qrcode::render::unicode;
@@ -32,6 +32,14 @@ enum UserCommand {
         /// Also write the QR code as a PNG image.
         #[arg(long)]
         qr_png: Option<PathBuf>,
+    },
+    /// Print a user's current TOTP code (for development and scripts).
+    Code {
+        /// The user's name.
+        name: String,
+        /// The user directory.
+        #[arg(long, default_value = "users.toml")]
+        users: PathBuf,
     },
     /// List users and what they may send.
     List {
@@ -68,6 +76,14 @@ pub fn run(args: &UserArgs) -> anyhow::Result<()> {
                 write_png(&code, path)?;
                 println!("QR code written to {}", path.display());
             }
+            Ok(())
+        }
+        UserCommand::Code { name, users } => {
+            let directory = Users::load(users)?;
+            let entry = directory
+                .get(name)
+                .with_context(|| format!("no user named `{name}` in {}", users.display()))?;
+            println!("{}", totp_code(&entry.secret, std::time::SystemTime::now()));
             Ok(())
         }
         UserCommand::List { users } => {

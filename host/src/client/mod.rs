@@ -38,6 +38,8 @@ pub enum ClientError {
 pub enum Trust {
     /// Exactly the certificate with this SHA-256 (hex) of its DER bytes.
     Fingerprint(String),
+    /// Certificates issued by these roots (PEM), checked as browsers do.
+    Ca(Vec<CertificateDer<'static>>),
 }
 
 /// One frame from the server.
@@ -135,16 +137,25 @@ async fn tls_connect(url: &str, trust: &Trust) -> Result<TlsStream<TcpStream>, C
         format!("{authority}:443")
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let Trust::Fingerprint(fingerprint) = trust;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(connection)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
-            fingerprint: fingerprint.clone(),
-            provider,
-        }))
-        .with_no_client_auth();
+        .map_err(connection)?;
+    let config = match trust {
+        Trust::Fingerprint(fingerprint) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
+                fingerprint: fingerprint.clone(),
+                provider,
+            }))
+            .with_no_client_auth(),
+        Trust::Ca(roots) => {
+            let mut store = rustls::RootCertStore::empty();
+            for root in roots {
+                store.add(root.clone()).map_err(connection)?;
+            }
+            builder.with_root_certificates(store).with_no_client_auth()
+        }
+    };
     let tcp = TcpStream::connect(&address).await.map_err(connection)?;
     let _ = tcp.set_nodelay(true);
     let name = ServerName::try_from(host.to_owned()).map_err(connection)?;

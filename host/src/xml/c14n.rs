@@ -83,7 +83,37 @@ struct Canonicalizer<'i, 'a, 's> {
     scratch: Vec<u8>,
     attributes: Vec<OutAttribute>,
     uris: Vec<String>,
+    uris_len: usize,
     seen_root: bool,
+}
+
+/// A few distinct strings without allocating (spills to the heap past 8).
+#[derive(Default)]
+struct SmallSet<'a> {
+    inline: [&'a str; 8],
+    len: usize,
+    spill: Vec<&'a str>,
+}
+
+impl<'a> SmallSet<'a> {
+    fn insert(&mut self, item: &'a str) {
+        if self.iter().any(|x| x == item) {
+            return;
+        }
+        if self.len < self.inline.len() {
+            self.inline[self.len] = item;
+            self.len += 1;
+        } else {
+            self.spill.push(item);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.inline[..self.len]
+            .iter()
+            .copied()
+            .chain(self.spill.iter().copied())
+    }
 }
 
 /// Canonicalizes `input` (already checked for size and UTF-8).
@@ -109,6 +139,7 @@ pub(crate) fn canonicalize(
         scratch: Vec::new(),
         attributes: Vec::new(),
         uris: Vec::new(),
+        uris_len: 0,
         seen_root: false,
     };
     c.run()?;
@@ -275,14 +306,7 @@ impl<'i> Canonicalizer<'i, '_, '_> {
 
     /// Resolves `prefix` ("" for the default namespace) in the input scope.
     fn resolve(&self, prefix: &str) -> Option<&str> {
-        if prefix == "xml" {
-            return Some(XML_NAMESPACE);
-        }
-        self.in_scope
-            .iter()
-            .rev()
-            .find(|b| &*b.prefix == prefix)
-            .map(|b| &*b.uri)
+        resolve_in(&self.in_scope, prefix)
     }
 
     /// The namespace `prefix` has in the output context.
@@ -372,7 +396,6 @@ impl<'i> Canonicalizer<'i, '_, '_> {
             list
         };
 
-        let element_uri = self.resolve(prefix).unwrap_or("").to_owned();
         if !prefix.is_empty() && self.resolve(prefix).is_none() {
             return Err(XmlError::UnboundPrefix(prefix.to_owned()));
         }
@@ -381,7 +404,7 @@ impl<'i> Canonicalizer<'i, '_, '_> {
         let tag = if depth == 0
             || (!self.capturing() && matches!(self.options.shape, Shape::Subtree(_)))
         {
-            Some(Tag::from_parts(&element_uri, local))
+            Some(Tag::from_parts(self.resolve(prefix).unwrap_or(""), local))
         } else {
             None
         };
@@ -401,7 +424,7 @@ impl<'i> Canonicalizer<'i, '_, '_> {
 
         self.rendered_marks.push(self.rendered.len());
         if self.capturing() {
-            self.write_start(qname, prefix, &element_uri, &raw_attributes)?;
+            self.write_start(qname, prefix, &raw_attributes)?;
         } else {
             // Still check the attributes resolve and do not repeat.
             self.write_start_checks(&raw_attributes)?;
@@ -435,33 +458,38 @@ impl<'i> Canonicalizer<'i, '_, '_> {
         &mut self,
         qname: &str,
         prefix: &str,
-        element_uri: &str,
         raw_attributes: &[(&str, &str)],
     ) -> Result<(), XmlError> {
         // Attributes: resolve, render values into scratch, sort.
         self.scratch.clear();
         self.attributes.clear();
-        self.uris.clear();
-        let mut used_prefixes: Vec<&str> = Vec::with_capacity(raw_attributes.len() + 1);
-        used_prefixes.push(prefix);
+        self.uris_len = 0;
+        let mut used_prefixes = SmallSet::default();
+        used_prefixes.insert(prefix);
         for (key, value) in raw_attributes {
             let (attribute_prefix, local) = split_qname(key);
             let uri = if attribute_prefix.is_empty() {
                 ""
             } else {
-                let uri = self
-                    .resolve(attribute_prefix)
+                let uri = resolve_in(&self.in_scope, attribute_prefix)
                     .ok_or_else(|| XmlError::UnboundPrefix(attribute_prefix.to_owned()))?;
-                if attribute_prefix != "xml" && !used_prefixes.contains(&attribute_prefix) {
-                    used_prefixes.push(attribute_prefix);
+                if attribute_prefix != "xml" {
+                    used_prefixes.insert(attribute_prefix);
                 }
                 uri
             };
-            let uri_index = match self.uris.iter().position(|u| u == uri) {
+            let uri_index = match self.uris[..self.uris_len].iter().position(|u| u == uri) {
                 Some(i) => i,
                 None => {
-                    self.uris.push(uri.to_owned());
-                    self.uris.len() - 1
+                    // Reuse the String left from an earlier element.
+                    if self.uris_len == self.uris.len() {
+                        self.uris.push(String::new());
+                    }
+                    let slot = &mut self.uris[self.uris_len];
+                    slot.clear();
+                    slot.push_str(uri);
+                    self.uris_len += 1;
+                    self.uris_len - 1
                 }
             };
             let qname_start = self.scratch.len();
@@ -508,7 +536,7 @@ impl<'i> Canonicalizer<'i, '_, '_> {
                 to_render.push((prefix.to_owned(), uri.to_owned()));
             }
         };
-        for used in &used_prefixes {
+        for used in used_prefixes.iter() {
             consider(used, self, &mut to_render);
         }
         for inclusive in self.options.inclusive_prefixes {
@@ -523,7 +551,6 @@ impl<'i> Canonicalizer<'i, '_, '_> {
             consider(prefix, self, &mut to_render);
         }
         to_render.sort();
-        let _ = element_uri;
 
         let out = &mut self.out;
         out.push(b'<');
@@ -581,6 +608,18 @@ impl<'i> Canonicalizer<'i, '_, '_> {
         }
         Ok(())
     }
+}
+
+/// Resolves `prefix` against declarations in scope, innermost last.
+fn resolve_in<'b>(in_scope: &'b [Binding], prefix: &str) -> Option<&'b str> {
+    if prefix == "xml" {
+        return Some(XML_NAMESPACE);
+    }
+    in_scope
+        .iter()
+        .rev()
+        .find(|b| &*b.prefix == prefix)
+        .map(|b| &*b.uri)
 }
 
 /// `(prefix, local)` of a qualified name; the prefix is empty when absent.
