@@ -4,6 +4,7 @@
 //! subcommand lives in its own module and returns `anyhow::Result`, the one
 //! place errors become text for a person.
 
+mod bench;
 mod c14n;
 mod connect;
 mod hash;
@@ -24,6 +25,8 @@ pub struct Cli {
 enum Command {
     /// Serve the organism: the WSS port with its agents.
     Run(run::RunArgs),
+    /// Load-test a server with the echo agent, against a bare echo server.
+    Bench(bench::BenchArgs),
     /// Connect to a server as a user: an interactive client.
     Connect(connect::ConnectArgs),
     /// Manage users (`users.toml`).
@@ -41,6 +44,7 @@ impl Cli {
             Command::Run(args) => run::run(&args),
             Command::User(args) => user::run(&args),
             Command::Connect(args) => connect::run(&args),
+            Command::Bench(args) => bench::run(&args),
             Command::Hash(args) => hash::run(&args),
             Command::C14n(args) => c14n::run(&args),
         }

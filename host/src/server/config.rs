@@ -97,6 +97,10 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Live connections one user may have. Default 8.
     pub max_connections_per_user: usize,
+    /// Messages per second one connection may send, sustained. Default 50.
+    pub messages_per_second: u32,
+    /// Messages one connection may send in a burst. Default 100.
+    pub message_burst: u32,
     /// Agent instances the runtime's pool holds, all agents together.
     /// Default 1,000.
     pub max_instances: u32,
@@ -176,6 +180,12 @@ impl Config {
             max_connections_per_user: reader
                 .integer(root, "max_connections_per_user")?
                 .map_or(8, |n| n as usize),
+            messages_per_second: reader
+                .integer(root, "messages_per_second")?
+                .map_or(50, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+            message_burst: reader
+                .integer(root, "message_burst")?
+                .map_or(100, |n| u32::try_from(n).unwrap_or(u32::MAX)),
             max_instances: reader
                 .integer(root, "max_instances")?
                 .map_or(1_000, |n| u32::try_from(n).unwrap_or(u32::MAX)),

@@ -264,7 +264,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         bus,
         auth: Authenticator::new(users, &AuthConfig::default()),
         counters: Counters::default(),
-        flood: FloodLimits::default(),
+        flood: FloodLimits {
+            messages_per_second: f64::from(config.messages_per_second),
+            burst: f64::from(config.message_burst),
+            ..FloodLimits::default()
+        },
         max_message_bytes: config.max_message_bytes,
         max_connections_per_user: config.max_connections_per_user,
         session_timeout_seconds,
