@@ -25,7 +25,7 @@ agents: toolchain
 
 ## Python packages the tests and benchmarks use (lxml, the C14N oracle).
 pydeps:
-	@python3 -c 'import lxml' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	@python3 -c 'import lxml, cryptography' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
 build:
 	$(CARGO) build -p agentserver
@@ -37,9 +37,11 @@ DEMO_TAGS := echo,calculate,count,square-sum
 run: build agents
 	@mkdir -p run
 	@test -f run/users.toml || $(CARGO) run -q -p agentserver -- user add demo --allow $(DEMO_TAGS) --users run/users.toml --qr-png run/demo-qr.png
+	@test -f run/identity.pub || $(CARGO) run -q -p agentserver -- identity generate --out run
 	@echo
 	@echo "Console:  https://127.0.0.1:8765/  (accept the development certificate)"
 	@echo "User:     demo; current code: $(CARGO) run -q -p agentserver -- user code demo --users run/users.toml"
+	@echo "Identity: run/identity.key signs privileged commands (keep it offline in production)"
 	@echo
 	$(CARGO) run -q -p agentserver -- run --config example-agents/organism.toml
 

@@ -5,12 +5,18 @@
 //!
 //! - [`xml`] — hardening, repair, exclusive canonical XML and the message envelope.
 //! - [`runtime`] — wasm agents as sandboxed components under hard limits.
+//! - [`bus`] — routing by root tag, threads, delegation between agents.
+//! - [`auth`] — the user directory and TOTP logins.
+//! - [`privileged`] — the organism's identity and signed structural change.
+//! - [`server`] — the TLS-only WSS port that carries all of it.
+//! - [`client`] — a WSS client for the CLI, tests and tools.
 //! - [`cli`] — the command-line subcommands (the binary only parses and dispatches).
 
 pub mod auth;
 pub mod bus;
 pub mod cli;
 pub mod client;
+pub mod privileged;
 pub mod runtime;
 pub mod server;
 pub mod xml;

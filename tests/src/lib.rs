@@ -133,9 +133,13 @@ pub async fn next_frame(session: &agentserver::bus::Session) -> String {
 /// A real server, in this process, on a free loopback port, over real TLS.
 pub struct TestServer {
     server: Option<agentserver::server::RunningServer>,
-    /// The server's directory (config, users, data).
+    /// The server's directory (config, users, identity, data).
     pub dir: tempfile::TempDir,
     secrets: std::collections::HashMap<String, Vec<u8>>,
+    /// The organism's private key (its public half is the server's identity).
+    pub key: agentserver::privileged::SigningKey,
+    /// Everything the server audited.
+    pub audit: std::sync::Arc<agentserver::bus::MemoryAuditSink>,
 }
 
 /// One boot agent for [`TestServer::start`]: (name, example component, tags).
@@ -161,8 +165,13 @@ impl TestServer {
             let secret = agentserver::auth::add_user(&users_path, name, &allow).expect("add user");
             secrets.insert(name.to_string(), secret);
         }
+        agentserver::privileged::generate(dir.path(), false).expect("identity");
+        let key = agentserver::privileged::load_signing_key(
+            &dir.path().join(agentserver::privileged::PRIVATE_KEY_FILE),
+        )
+        .expect("private key");
         let mut config = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nusers = \"users.toml\"\nmax_instances = 64\n{extra}\n"
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nusers = \"users.toml\"\nidentity = \"identity.pub\"\nmax_instances = 64\n{extra}\n"
         );
         for (name, component, tags) in agents {
             let tags: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
@@ -175,13 +184,16 @@ impl TestServer {
         let config_path = dir.path().join("organism.toml");
         std::fs::write(&config_path, &config).expect("write config");
         let config = agentserver::server::Config::load(&config_path).expect("config");
-        let server = agentserver::server::start(config)
+        let audit = std::sync::Arc::new(agentserver::bus::MemoryAuditSink::new());
+        let server = agentserver::server::start_with_audit(config, audit.clone())
             .await
             .expect("start server");
         TestServer {
             server: Some(server),
             dir,
             secrets,
+            key,
+            audit,
         }
     }
 
@@ -245,6 +257,17 @@ impl TestServer {
         (client, catalog)
     }
 
+    /// `command` (a `<privileged-command>` or `<payload>`, unsigned) signed
+    /// with the organism's key, valid for ten minutes from now.
+    pub fn sign(&self, command: &str) -> String {
+        sign_with(&self.key, command)
+    }
+
+    /// The running server (for shutdown requests and the like).
+    pub fn server(&self) -> &agentserver::server::RunningServer {
+        self.running()
+    }
+
     /// Stops the server gracefully.
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
@@ -266,5 +289,28 @@ pub async fn recv_text(client: &mut agentserver::client::Client) -> String {
     match recv(client).await {
         agentserver::client::Received::Text(text) => text,
         other => panic!("expected text, got {other:?}"),
+    }
+}
+
+/// `command` signed with `key`, valid for ten minutes from now.
+pub fn sign_with(key: &agentserver::privileged::SigningKey, command: &str) -> String {
+    let now = agentserver::privileged::time::unix_seconds(std::time::SystemTime::now());
+    agentserver::privileged::sign(
+        command.as_bytes(),
+        key,
+        now,
+        std::time::Duration::from_secs(600),
+    )
+    .expect("sign")
+}
+
+/// Frames from `client` until one starts with `prefix` (others skipped),
+/// waiting at most 10 s for each.
+pub async fn recv_until(client: &mut agentserver::client::Client, prefix: &str) -> String {
+    loop {
+        let frame = recv_text(client).await;
+        if frame.starts_with(prefix) {
+            return frame;
+        }
     }
 }

@@ -19,6 +19,7 @@
 //! | `ping`    | answers `<pong/>` (with `pong`: ping-pong forever)  |
 //! | `pong`    | answers `<ping/>`                                   |
 //! | `spray`   | answers 200 `<spray/>` (feeds itself, exponentially) |
+//! | `forge`   | emits its text as a payload of its own (forgery attempts) |
 //! | anything else | answers `<ok/>`                                 |
 
 use agentserver_guest::{export_agent, log, xml, Agent, Envelope, Failure};
@@ -81,6 +82,7 @@ impl Agent for Hostile {
             "ping" => Ok(vec!["<pong/>".into()]),
             "pong" => Ok(vec!["<ping/>".into()]),
             "spray" => Ok(vec!["<spray/>".into(); 200]),
+            "forge" => Ok(vec![xml::Element::parse(&msg.payload)?.text()]),
             _ => Ok(vec!["<ok/>".into()]),
         }
     }

@@ -22,8 +22,8 @@ mod users;
 
 pub use limiter::{FailureLimiter, MAX_TRACKED_KEYS};
 pub use users::{
-    add_user, decode_base32, encode_base32, remove_user, valid_user_name, Allow, UserEntry, Users,
-    UsersError, SECRET_BYTES,
+    add_user, decode_base32, encode_base32, remove_user, set_allow, valid_user_name, Allow,
+    UserEntry, Users, UsersError, SECRET_BYTES,
 };
 
 use std::collections::HashMap;

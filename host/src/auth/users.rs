@@ -245,6 +245,24 @@ pub fn remove_user(path: &Path, name: &str) -> Result<(), UsersError> {
     write_private(path, document.to_string().as_bytes())
 }
 
+/// Sets what user `name` may send, in the file at `path`, keeping
+/// everything else in it.
+pub fn set_allow(path: &Path, name: &str, allow: &[String]) -> Result<(), UsersError> {
+    let mut document = read_document(path)?;
+    let entry = document
+        .get_mut("users")
+        .and_then(Item::as_table_like_mut)
+        .and_then(|users| users.get_mut(name))
+        .and_then(Item::as_table_like_mut)
+        .ok_or_else(|| UsersError::Unknown(name.to_owned()))?;
+    let mut tags = Array::new();
+    for tag in allow {
+        tags.push(tag.as_str());
+    }
+    entry.insert("allow", value(tags));
+    write_private(path, document.to_string().as_bytes())
+}
+
 /// Writes `bytes` to `path` through a temporary file readable by the owner
 /// only, then renames it into place.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), UsersError> {

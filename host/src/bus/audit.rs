@@ -15,6 +15,9 @@ pub enum AuditKind {
     Message,
     /// A refusal or error frame the bus sent to a session.
     Refusal,
+    /// A privileged command, applied or refused (the record holds its id,
+    /// the payload's SHA-256 and the outcome).
+    Privileged,
 }
 
 /// One record, borrowed from the bus for the duration of the call.

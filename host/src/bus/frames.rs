@@ -4,35 +4,8 @@
 use super::ids::ThreadId;
 use super::metrics::RefusalKind;
 use super::outbox::Frame;
+use crate::xml::{escape_attribute, escape_text};
 use std::fmt::Write as _;
-
-/// Escapes an attribute value as exclusive C14N writes it.
-fn escape_attribute(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '"' => out.push_str("&quot;"),
-            '\t' => out.push_str("&#x9;"),
-            '\n' => out.push_str("&#xA;"),
-            '\r' => out.push_str("&#xD;"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Escapes character data as exclusive C14N writes it.
-fn escape_text(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\r' => out.push_str("&#xD;"),
-            c => out.push(c),
-        }
-    }
-}
 
 /// A refusal or error frame, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]

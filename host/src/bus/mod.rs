@@ -152,6 +152,16 @@ impl Bus {
         self.inner.change_table(|table| table.without(name))
     }
 
+    /// Replaces the agent named as `listener` is, in one step: messages
+    /// routed from now on reach the replacement; calls already made finish
+    /// with the old one.
+    pub fn replace(&self, listener: Listener) -> Result<(), TableError> {
+        self.inner.change_table(|table| {
+            let (without, _) = table.without(&listener.name)?;
+            without.with(listener).map(|t| (t, ()))
+        })
+    }
+
     /// A receiver that changes whenever listeners come or go (the value is a
     /// version number); the port turns changes into fresh catalogs.
     pub fn changes(&self) -> watch::Receiver<u64> {

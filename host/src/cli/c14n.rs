@@ -3,9 +3,8 @@
 //! `xmllint --exc-c14n` does).
 
 use crate::xml::{canonicalize, Limits};
-use anyhow::Context as _;
 use clap::Args;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::PathBuf;
 
 /// Arguments of `agentserver c14n`.
@@ -23,15 +22,7 @@ const MAX_TOOL_INPUT_BYTES: usize = 1 << 30;
 
 /// Prints the canonical bytes to stdout, with no newline added.
 pub fn run(args: &C14nArgs) -> anyhow::Result<()> {
-    let input = if args.file.as_os_str() == "-" {
-        let mut input = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut input)
-            .context("cannot read standard input")?;
-        input
-    } else {
-        std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?
-    };
+    let input = super::read_input(&args.file)?;
     let limits = Limits {
         max_input_bytes: MAX_TOOL_INPUT_BYTES,
         ..Limits::default()

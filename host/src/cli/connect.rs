@@ -4,34 +4,21 @@
 //! the catalog, then sends one XML payload per line typed (or the file
 //! given with `--send`) and prints every frame that arrives, indented.
 
+use super::login::LoginArgs;
 use crate::client::{Client, Received, Trust};
 use anyhow::{bail, Context as _};
 use clap::Args;
 use quick_xml::events::Event;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-use std::io::{BufRead as _, Write as _};
+use std::io::BufRead as _;
 use std::path::PathBuf;
-use std::time::SystemTime;
 
 /// Arguments of `agentserver connect`.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
     /// The server, `wss://host:port/`.
     url: String,
-    /// Who to log in as.
-    #[arg(long)]
-    user: String,
-    /// Read the base32 TOTP secret from this file instead of asking for a code.
-    #[arg(long)]
-    totp_secret_file: Option<PathBuf>,
-    /// Trust the server certificate with this SHA-256 fingerprint (hex).
-    #[arg(long, conflicts_with = "ca")]
-    fingerprint: Option<String>,
-    /// Trust server certificates issued by this CA certificate (PEM); a
-    /// development certificate is its own CA.
-    #[arg(long)]
-    ca: Option<PathBuf>,
+    #[command(flatten)]
+    login: LoginArgs,
     /// Send this file as one message, print the first answer, and exit.
     #[arg(long)]
     send: Option<PathBuf>,
@@ -39,36 +26,8 @@ pub struct ConnectArgs {
 
 /// Runs the client.
 pub fn run(args: &ConnectArgs) -> anyhow::Result<()> {
-    let trust = match (&args.fingerprint, &args.ca) {
-        (Some(fingerprint), _) => Trust::Fingerprint(fingerprint.clone()),
-        (None, Some(ca)) => {
-            let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
-            let certs = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("{}: not a PEM certificate", ca.display()))?;
-            if certs.is_empty() {
-                bail!("{}: no certificate found", ca.display());
-            }
-            Trust::Ca(certs)
-        }
-        (None, None) => bail!("say how to trust the server: --fingerprint SHA256 or --ca FILE"),
-    };
-    let code = match &args.totp_secret_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let secret =
-                crate::auth::decode_base32(text.trim()).context("the TOTP secret is not base32")?;
-            crate::auth::totp_code(&secret, SystemTime::now())
-        }
-        None => {
-            eprint!("TOTP code for {}: ", args.user);
-            std::io::stderr().flush()?;
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line)?;
-            line.trim().to_owned()
-        }
-    };
+    let trust = args.login.trust()?;
+    let code = args.login.code()?;
     let send = match &args.send {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -90,7 +49,7 @@ async fn session(
     send: Option<String>,
 ) -> anyhow::Result<()> {
     let mut client = Client::connect(&args.url, trust).await?;
-    let catalog = client.login(&args.user, code).await?;
+    let catalog = client.login(&args.login.user, code).await?;
     println!("{}", pretty(&catalog));
     if let Some(message) = send {
         client.send(message.trim()).await?;

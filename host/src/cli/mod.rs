@@ -4,14 +4,22 @@
 //! subcommand lives in its own module and returns `anyhow::Result`, the one
 //! place errors become text for a person.
 
+mod apply;
 mod bench;
 mod c14n;
 mod connect;
 mod hash;
+mod identity;
+mod login;
 mod run;
+mod sign;
+mod unsigned;
 mod user;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use std::io::Read as _;
+use std::path::Path;
 
 /// AgentServer: hosts sandboxed WebAssembly agents on one canonical XML bus.
 #[derive(Debug, Parser)]
@@ -31,6 +39,16 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// Manage users (`users.toml`).
     User(user::UserArgs),
+    /// Make the organism's Ed25519 identity.
+    Identity(identity::IdentityArgs),
+    /// Write an unsigned privileged command (register, remove, limits,
+    /// grant, revoke, shutdown) for `sign`.
+    #[command(name = "command")]
+    Unsigned(unsigned::CommandArgs),
+    /// Sign a privileged command with the organism's private key, offline.
+    Sign(sign::SignArgs),
+    /// Send a signed privileged command to a running server.
+    Apply(apply::ApplyArgs),
     /// Print the SHA-256 of a component, as the component store keys it.
     Hash(hash::HashArgs),
     /// Print the exclusive canonical form of an XML document.
@@ -43,10 +61,27 @@ impl Cli {
         match self.command {
             Command::Run(args) => run::run(&args),
             Command::User(args) => user::run(&args),
+            Command::Identity(args) => identity::run(&args),
+            Command::Unsigned(args) => unsigned::run(&args),
+            Command::Sign(args) => sign::run(&args),
+            Command::Apply(args) => apply::run(&args),
             Command::Connect(args) => connect::run(&args),
             Command::Bench(args) => bench::run(&args),
             Command::Hash(args) => hash::run(&args),
             Command::C14n(args) => c14n::run(&args),
         }
+    }
+}
+
+/// The bytes of `path`, or of standard input when it is `-`.
+pub(crate) fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut input = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut input)
+            .context("cannot read standard input")?;
+        Ok(input)
+    } else {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
     }
 }

@@ -87,6 +87,16 @@ pub struct Config {
     pub users: PathBuf,
     /// The organism's Ed25519 public key. Default `identity.pub`.
     pub identity: PathBuf,
+    /// Whether `identity` was set explicitly: then a missing file is an
+    /// error; otherwise the server starts without accepting privileged
+    /// commands.
+    pub identity_required: bool,
+    /// Where `<component src="…">` files of signed registrations are
+    /// looked up. Default `DATA_DIR/components`.
+    pub components_dir: PathBuf,
+    /// Largest privileged command, bytes (a component may travel inline).
+    /// Default 16 MiB.
+    pub max_command_bytes: usize,
     /// A production certificate chain (PEM); with `tls_key`.
     pub tls_cert: Option<PathBuf>,
     /// Its private key (PEM).
@@ -160,17 +170,24 @@ impl Config {
                 agents.push(reader.agent(table)?);
             }
         }
+        let data_dir = reader
+            .path(root, "data_dir")?
+            .unwrap_or_else(|| base.join("data"));
+        let identity = reader.path(root, "identity")?;
         Ok(Config {
             listen,
-            data_dir: reader
-                .path(root, "data_dir")?
-                .unwrap_or_else(|| base.join("data")),
+            components_dir: reader
+                .path(root, "components_dir")?
+                .unwrap_or_else(|| data_dir.join("components")),
+            data_dir,
             users: reader
                 .path(root, "users")?
                 .unwrap_or_else(|| base.join("users.toml")),
-            identity: reader
-                .path(root, "identity")?
-                .unwrap_or_else(|| base.join("identity.pub")),
+            identity_required: identity.is_some(),
+            identity: identity.unwrap_or_else(|| base.join("identity.pub")),
+            max_command_bytes: reader
+                .integer(root, "max_command_bytes")?
+                .map_or(crate::privileged::DEFAULT_MAX_COMMAND_BYTES, |n| n as usize),
             tls_cert: reader.path(root, "tls_cert")?,
             tls_key: reader.path(root, "tls_key")?,
             storage,

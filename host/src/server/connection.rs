@@ -13,6 +13,7 @@ use super::flood::FloodGuard;
 use super::State;
 use crate::auth::{Allow, AuthenticatedUser};
 use crate::bus::{Capability, Grants, RefusalKind, Session};
+use crate::privileged::Carrier;
 use crate::xml::{ingest, Limits, Tag};
 use futures::{SinkExt as _, StreamExt as _};
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -20,6 +21,7 @@ use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::Message;
 use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -58,6 +60,7 @@ pub(crate) async fn serve(state: Arc<State>, websocket: HyperWebsocket, peer: So
         flood: FloodGuard::new(state.flood),
         last_seen: Instant::now(),
         catalog: Vec::new(),
+        command_in_flight: Arc::new(AtomicBool::new(false)),
     }
     .run(&mut ws)
     .await;
@@ -134,11 +137,14 @@ struct Connection {
     flood: FloodGuard,
     last_seen: Instant,
     catalog: Vec<Capability>,
+    /// Whether a privileged command of this connection is being applied.
+    command_in_flight: Arc<AtomicBool>,
 }
 
 impl Connection {
     async fn run(mut self, ws: &mut HyperWebsocketStream) -> Ending {
         let mut changes = self.state.bus.changes();
+        let mut grant_changes = self.state.privileged.grant_changes();
         let mut shutdown = self.state.shutdown.clone();
         self.catalog = capabilities(&self.state.bus.table(), &self.session.grants());
         let first = catalog_frame(
@@ -191,6 +197,12 @@ impl Connection {
                         self.push_catalog_if_changed(ws).await;
                     }
                 }
+                changed = grant_changes.changed() => {
+                    if changed.is_ok() {
+                        self.reload_grants();
+                        self.push_catalog_if_changed(ws).await;
+                    }
+                }
                 _ = keepalive.tick() => {
                     if self.last_seen.elapsed() > IDLE_TIMEOUT {
                         return Ending::Idle;
@@ -199,9 +211,51 @@ impl Connection {
                         return Ending::ClientClosed;
                     }
                 }
-                _ = shutdown.changed() => return Ending::Shutdown,
+                _ = shutdown.changed() => {
+                    // Answers that made it before the end still go out.
+                    while let Some(frame) = outbox.try_pop() {
+                        if ws.send(Message::text(frame.to_string())).await.is_err() {
+                            return Ending::ClientClosed;
+                        }
+                    }
+                    return Ending::Shutdown;
+                }
             }
         }
+    }
+
+    /// Takes the user's grants from the user directory again (after a
+    /// signed grant or revoke).
+    fn reload_grants(&self) {
+        if let Some(entry) = self.state.auth.users().get(self.user.name()) {
+            self.session.set_grants(grants(&entry.allow));
+        }
+    }
+
+    /// Hands a privileged command to the processor; the verdict arrives in
+    /// the outbox. One command at a time per connection.
+    fn on_privileged_command(&mut self, frame: &[u8]) {
+        if self.command_in_flight.swap(true, Ordering::AcqRel) {
+            self.session.outbox().push(
+                "<privileged-result status=\"refused\">one privileged command at a time per connection</privileged-result>".into(),
+            );
+            return;
+        }
+        let privileged = Arc::clone(&self.state.privileged);
+        let outbox = Arc::clone(self.session.outbox());
+        let in_flight = Arc::clone(&self.command_in_flight);
+        let carrier = Carrier {
+            from: format!("user:{}", self.user.name()),
+            session: self.session.id().clone(),
+        };
+        let frame = frame.to_vec();
+        tokio::spawn(async move {
+            let verdict = privileged.execute(&frame, &carrier).await;
+            // Free the slot first: the client may send its next command as
+            // soon as it reads this verdict.
+            in_flight.store(false, Ordering::Release);
+            outbox.push(verdict.to_xml().into());
+        });
     }
 
     /// Handles one text frame; `Some` when the connection must end.
@@ -213,6 +267,17 @@ impl Connection {
         if !self.flood.take(Instant::now()) {
             return Some(Ending::Flooding);
         }
+        let head = trim_start(frame);
+        if starts_element(head, b"privileged-command") {
+            self.on_privileged_command(frame);
+            return None;
+        }
+        if self.state.draining.load(Ordering::Acquire) {
+            self.session.outbox().push(
+                "<error code=\"shutting-down\">the server is shutting down and takes no new messages</error>".into(),
+            );
+            return None;
+        }
         if frame.len() > self.state.max_message_bytes {
             let refusal = format!(
                 "<error code=\"bad-frame\">frame is {} bytes; the limit is {}</error>",
@@ -221,15 +286,8 @@ impl Connection {
             );
             return self.bad_frame(&refusal);
         }
-        let head = trim_start(frame);
         if starts_element(head, b"end-session") {
             return Some(Ending::EndSession);
-        }
-        if starts_element(head, b"privileged-command") {
-            self.session.outbox().push(
-                "<error code=\"unsupported\">privileged commands are not accepted by this server yet</error>".into(),
-            );
-            return None;
         }
         match self.session.submit(frame) {
             Ok(_) => None,

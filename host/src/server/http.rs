@@ -36,10 +36,20 @@ pub(crate) async fn handle(
     if path == "/" && hyper_tungstenite::is_upgrade_request(&request) {
         // tungstenite refuses frames past this hard cap outright (close
         // 1009); frames between `max_message_bytes` and the cap get a
-        // polite bad-frame error from the connection.
+        // polite bad-frame error from the connection, unless they are
+        // privileged commands (which may carry a component inline).
+        let cap = state
+            .max_message_bytes
+            .saturating_mul(4)
+            .max(state.max_command_bytes);
+        // Small I/O buffers: an idle connection should cost kilobytes, not
+        // the 128 KiB read buffer tungstenite starts with; frames larger
+        // than the buffer are still read, in several steps.
         let config = WebSocketConfig::default()
-            .max_message_size(Some(state.max_message_bytes.saturating_mul(4)))
-            .max_frame_size(Some(state.max_message_bytes.saturating_mul(4)));
+            .read_buffer_size(8 << 10)
+            .write_buffer_size(0)
+            .max_message_size(Some(cap))
+            .max_frame_size(Some(cap));
         return Ok(
             match hyper_tungstenite::upgrade(&mut request, Some(config)) {
                 Ok((response, websocket)) => {

@@ -27,14 +27,19 @@ pub use config::{AgentConfig, Config, ConfigError, StorageConfig};
 pub use flood::{FloodGuard, FloodLimits};
 
 use crate::auth::{AuthConfig, Authenticator, Users, UsersError};
-use crate::bus::{AgentName, Bus, BusConfig, Listener, ListenerTarget, NoAudit, TableError};
+use crate::bus::{
+    AgentName, AuditSink, Bus, BusConfig, Listener, ListenerTarget, NoAudit, TableError,
+};
+use crate::privileged::{
+    IdentityError, MemoryStructureStore, OrganismKey, Privileged, PrivilegedConfig, ShutdownMode,
+};
 use crate::runtime::{ComponentHash, LoadError, Runtime, RuntimeConfig, RuntimeError};
 use crate::xml::Tag;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
@@ -70,6 +75,12 @@ pub enum ServerError {
         /// What went wrong.
         reason: String,
     },
+    /// The organism's public key could not be read.
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
+    /// Agents admitted at run time could not be restored.
+    #[error("restoring admitted agents: {0}")]
+    Restore(String),
     /// The port could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -94,7 +105,11 @@ pub(crate) struct Counters {
 /// What every connection shares.
 pub(crate) struct State {
     pub(crate) bus: Bus,
-    pub(crate) auth: Authenticator,
+    pub(crate) auth: Arc<Authenticator>,
+    pub(crate) privileged: Arc<Privileged>,
+    /// Set when a graceful shutdown began: new messages are refused.
+    pub(crate) draining: AtomicBool,
+    pub(crate) max_command_bytes: usize,
     pub(crate) counters: Counters,
     pub(crate) flood: FloodLimits,
     pub(crate) max_message_bytes: usize,
@@ -184,6 +199,7 @@ fn boot_agents(config: &Config, runtime: &Runtime, bus: &Bus) -> Result<(), Serv
 pub struct RunningServer {
     address: SocketAddr,
     fingerprint: String,
+    state: Arc<State>,
     shutdown: watch::Sender<bool>,
     accept_loop: tokio::task::JoinHandle<()>,
 }
@@ -199,17 +215,79 @@ impl RunningServer {
         &self.fingerprint
     }
 
-    /// Stops accepting, closes connections with 1001, and waits for them
-    /// (at most [`SHUTDOWN_GRACE`]).
+    /// Waits until a signed `shutdown` command is applied, and says how.
+    pub async fn shutdown_requested(&self) -> ShutdownMode {
+        let mut requests = self.state.privileged.shutdown_requests();
+        loop {
+            if let Some(mode) = *requests.borrow_and_update() {
+                return mode;
+            }
+            if requests.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Graceful shutdown: refuses new messages, lets the calls in flight
+    /// finish and their answers go out (at most [`SHUTDOWN_GRACE`]), then
+    /// stops accepting, closes connections with 1001 and waits for them.
     pub async fn shutdown(self) {
+        self.state.draining.store(true, Ordering::Release);
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, wait_until_idle(&self.state)).await;
+        self.shutdown_now().await;
+    }
+
+    /// Immediate shutdown: closes connections with 1001 at once; calls in
+    /// flight are abandoned.
+    pub async fn shutdown_now(self) {
+        self.state.draining.store(true, Ordering::Release);
         let _ = self.shutdown.send(true);
         let _ = self.accept_loop.await;
     }
 }
 
+/// Returns once no agent has a call in flight or queued, three checks in a
+/// row (so a delegation between two hops is not taken for idleness).
+async fn wait_until_idle(state: &State) {
+    let mut idle_checks = 0;
+    while idle_checks < 3 {
+        let busy = state.bus.table().agents().any(|listener| {
+            let ListenerTarget::Local(agent) = &listener.target;
+            let stats = agent.stats();
+            stats.in_flight + stats.queued > 0
+        });
+        idle_checks = if busy { 0 } else { idle_checks + 1 };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Starts the server described by `config`: TLS identity, users, runtime,
-/// boot agents, bus, and the listening socket.
+/// boot agents, bus, and the listening socket. Nothing is audited yet.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    start_with_audit(config, Arc::new(NoAudit)).await
+}
+
+/// The organism's public key, if there is one (see [`Config::identity_required`]).
+fn organism_key(config: &Config) -> Result<Option<OrganismKey>, ServerError> {
+    if !config.identity_required && !config.identity.exists() {
+        tracing::warn!(
+            "no organism identity at {}: privileged commands will be refused \
+             (make one with `agentserver identity generate`)",
+            config.identity.display()
+        );
+        return Ok(None);
+    }
+    let key = OrganismKey::load(&config.identity)?;
+    tracing::info!(fingerprint = %key.fingerprint(), "organism identity loaded");
+    Ok(Some(key))
+}
+
+/// [`start`], writing the audit trail to `audit`.
+pub async fn start_with_audit(
+    config: Config,
+    audit: Arc<dyn AuditSink>,
+) -> Result<RunningServer, ServerError> {
+    let key = organism_key(&config)?;
     let identity = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => tls::Identity::load(cert, key)?,
         _ => {
@@ -228,17 +306,37 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         max_instances: config.max_instances,
         ..RuntimeConfig::default()
     })?);
-    let bus = Bus::new(BusConfig::default(), Arc::new(NoAudit));
+    let bus = Bus::new(BusConfig::default(), Arc::clone(&audit));
+    let auth = Arc::new(Authenticator::new(users, &AuthConfig::default()));
+    let privileged = Arc::new(Privileged::new(
+        PrivilegedConfig {
+            key,
+            max_command_bytes: config.max_command_bytes,
+            users_path: config.users.clone(),
+            components_dir: config.components_dir.clone(),
+        },
+        Arc::clone(&runtime),
+        bus.clone(),
+        Arc::clone(&auth),
+        Arc::new(MemoryStructureStore::new()),
+        audit,
+    ));
     {
         let runtime = Arc::clone(&runtime);
         let config = config.clone();
         let bus = bus.clone();
-        tokio::task::spawn_blocking(move || boot_agents(&config, &runtime, &bus))
-            .await
-            .map_err(|e| ServerError::Agent {
-                agent: "*".into(),
-                reason: e.to_string(),
-            })??;
+        let privileged = Arc::clone(&privileged);
+        tokio::task::spawn_blocking(move || {
+            boot_agents(&config, &runtime, &bus)?;
+            privileged
+                .restore()
+                .map_err(|e| ServerError::Restore(e.to_string()))
+        })
+        .await
+        .map_err(|e| ServerError::Agent {
+            agent: "*".into(),
+            reason: e.to_string(),
+        })??;
     }
     let listener =
         TcpListener::bind(config.listen)
@@ -262,7 +360,10 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         .unwrap_or(1_800);
     let state = Arc::new(State {
         bus,
-        auth: Authenticator::new(users, &AuthConfig::default()),
+        auth,
+        privileged,
+        draining: AtomicBool::new(false),
+        max_command_bytes: config.max_command_bytes,
         counters: Counters::default(),
         flood: FloodLimits {
             messages_per_second: f64::from(config.messages_per_second),
@@ -277,10 +378,11 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         _runtime: Arc::clone(&runtime),
     });
     spawn_sweeper(&state, shutdown_rx.clone());
-    let accept_loop = tokio::spawn(accept(listener, tls, state, shutdown_rx));
+    let accept_loop = tokio::spawn(accept(listener, tls, Arc::clone(&state), shutdown_rx));
     Ok(RunningServer {
         address,
         fingerprint,
+        state,
         shutdown: shutdown_tx,
         accept_loop,
     })
@@ -341,14 +443,21 @@ async fn accept(
     .await;
 }
 
-/// Runs the server until Ctrl-C or SIGTERM, then shuts down gracefully.
+/// Runs the server until Ctrl-C, SIGTERM or a signed `shutdown` command,
+/// then shuts down (gracefully, unless the command said `immediate`).
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let server = start(config).await?;
     println!("listening on wss://{}/", server.address());
     println!("tls certificate sha256 {}", server.fingerprint());
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    server.shutdown().await;
+    let mode = tokio::select! {
+        _ = wait_for_signal() => ShutdownMode::Graceful,
+        mode = server.shutdown_requested() => mode,
+    };
+    tracing::info!(?mode, "shutting down");
+    match mode {
+        ShutdownMode::Graceful => server.shutdown().await,
+        ShutdownMode::Immediate => server.shutdown_now().await,
+    }
     Ok(())
 }
 

@@ -16,6 +16,8 @@
 //! - [`ingest`] is the bus's entry: it repairs what can safely be repaired
 //!   ([`Repair`]), then canonicalizes each top-level element as a payload.
 //! - [`Envelope`] reads and writes `<message><meta>…</meta>PAYLOAD</message>`.
+//! - [`Element`] is a small tree of a canonical element, for the server's
+//!   own reading of structured messages.
 //!
 //! A [`CanonicalXml`] can only be made here, so code that holds one never
 //! checks it again.
@@ -27,12 +29,14 @@ mod limits;
 mod repair;
 mod tag;
 mod text;
+mod tree;
 
 pub use envelope::Envelope;
 pub use error::XmlError;
 pub use limits::Limits;
 pub use repair::Repair;
 pub use tag::{Tag, RESERVED_TAGS};
+pub use tree::Element;
 
 use c14n::{Options, Shape};
 use std::fmt;
@@ -206,4 +210,34 @@ pub fn ingest(input: &[u8], limits: &Limits) -> Result<Ingested, XmlError> {
         return Err(XmlError::malformed("no element"));
     }
     Ok(Ingested { payloads, repairs })
+}
+
+/// Appends `value` to `out` escaped as exclusive C14N writes an attribute
+/// value (`&`, `<`, `"`, tab, newline and carriage return as references).
+pub fn escape_attribute(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '"' => out.push_str("&quot;"),
+            '\t' => out.push_str("&#x9;"),
+            '\n' => out.push_str("&#xA;"),
+            '\r' => out.push_str("&#xD;"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Appends `text` to `out` escaped as exclusive C14N writes character data
+/// (`&`, `<`, `>` and carriage return as references).
+pub fn escape_text(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\r' => out.push_str("&#xD;"),
+            c => out.push(c),
+        }
+    }
 }

@@ -32,6 +32,23 @@ impl Tag {
         Tag(clark.into())
     }
 
+    /// A tag from Clark-notation text written by a person or a command,
+    /// checked: `local` or `{namespace}local`, where `local` is an XML name
+    /// without a colon and the namespace is not empty. `None` otherwise.
+    pub fn parse(clark: &str) -> Option<Self> {
+        let local = match clark.strip_prefix('{') {
+            Some(rest) => {
+                let (namespace, local) = rest.split_once('}')?;
+                if namespace.is_empty() || namespace.contains(['{', '<', '"']) {
+                    return None;
+                }
+                local
+            }
+            None => clark,
+        };
+        (super::text::is_name(local) && !local.contains(':')).then(|| Tag(clark.into()))
+    }
+
     /// The tag of an element named `local` in namespace `namespace` (empty:
     /// no namespace).
     pub fn from_parts(namespace: &str, local: &str) -> Self {

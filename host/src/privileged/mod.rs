@@ -1,0 +1,601 @@
+//! Structural change under the organism's signature.
+//!
+//! The owner holds an Ed25519 private key offline; the server holds only the
+//! public key ([`OrganismKey`]). Admitting, removing or re-limiting an agent,
+//! granting or revoking a user's tag, and shutting down are
+//! `<privileged-command>`s whose signature covers the exclusive canonical
+//! form of their `<payload>` ([`SignedCommand`]). [`Privileged::execute`]
+//! checks one, in this order, and answers with a [`Verdict`]:
+//!
+//! 1. size, well-formedness, shape (`<payload id issued expires>`, one
+//!    `<signature>`);
+//! 2. the signature, strictly, with the organism's key;
+//! 3. the time window (`issued`..`expires`, with [`CLOCK_SKEW`] either side);
+//! 4. the id, which may be used once (remembered in the
+//!    [`StructureStore`] until it expires, whatever the outcome);
+//! 5. the command's own checks, then its effect, all or nothing.
+//!
+//! Commands are applied one at a time. Every command, applied or refused,
+//! is written to the audit sink. Dependencies point inward: this module uses
+//! the runtime, the bus, the user directory and the XML core; the server
+//! carries commands to it and reacts to its shutdown and grant signals.
+
+mod command;
+mod identity;
+mod signed;
+mod store;
+pub mod time;
+
+pub use command::{Command, ComponentSource, LimitChanges, Registration, ShutdownMode};
+/// The key types, re-exported so that signing code needs no other crate.
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
+pub use identity::{
+    generate, load_signing_key, new_signing_key, IdentityError, OrganismKey, PRIVATE_KEY_FILE,
+    PUBLIC_KEY_FILE,
+};
+pub use signed::{sign, verify_bytes, SignError, SignedCommand, MAX_ID_CHARS};
+pub use store::{AdmittedAgent, MemoryStructureStore, StoreError, StructureStore};
+
+use crate::auth::{set_allow, Allow, Authenticator, Users};
+use crate::bus::{
+    AgentName, AuditKind, AuditRecord, AuditSink, Bus, Listener, ListenerTarget, SessionId,
+};
+use crate::runtime::{AgentLimits, ComponentHash, Runtime};
+use crate::xml::{escape_attribute, escape_text, Tag};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use thiserror::Error;
+use tokio::sync::watch;
+
+/// How far `issued` and `expires` may be off the server's clock.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// The default largest command, bytes (a component travels inline).
+pub const DEFAULT_MAX_COMMAND_BYTES: usize = 16 << 20;
+
+/// Why a command was refused. Every reason is safe to send to the carrier.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Over the size limit.
+    #[error("the command is {size} bytes; the limit is {limit}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not well-formed, or not shaped as a command.
+    #[error("malformed command: {0}")]
+    Malformed(String),
+    /// Well-formed but wrong: a missing or bad attribute, an unknown command.
+    #[error("{0}")]
+    Invalid(String),
+    /// No signature.
+    #[error("the command is not signed")]
+    Unsigned,
+    /// A signature that does not verify.
+    #[error("bad signature: {0}")]
+    BadSignature(String),
+    /// The id was used before.
+    #[error("command id {0:?} was already used")]
+    Replayed(String),
+    /// Past `expires`.
+    #[error("the command expired at {0}")]
+    Expired(String),
+    /// Before `issued`.
+    #[error("the command is issued at {0}, in the future")]
+    NotYetValid(String),
+    /// The component bytes do not have the signed hash.
+    #[error("sha256 mismatch: the component's SHA-256 is {actual}, the command says {expected}")]
+    HashMismatch {
+        /// The bytes' hash.
+        actual: String,
+        /// The signed hash.
+        expected: String,
+    },
+    /// The component does not load as an agent.
+    #[error("{0}")]
+    Component(String),
+    /// The change conflicts with what is there: a name or tag taken or
+    /// reserved, an agent or user that does not exist.
+    #[error("{0}")]
+    Conflict(String),
+    /// The server has no public key.
+    #[error(
+        "this server has no organism identity (identity.pub); it accepts no privileged command"
+    )]
+    NoIdentity,
+    /// The store failed; nothing was changed.
+    #[error("{0}")]
+    Storage(String),
+    /// A shutdown is under way.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// The answer to one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The command's id, when it could be read.
+    pub id: Option<String>,
+    /// SHA-256 of the canonical payload, when it could be read.
+    pub payload_sha256: Option<String>,
+    /// Applied, or why not.
+    pub outcome: Result<(), Refused>,
+}
+
+impl Verdict {
+    /// Whether the command was applied.
+    pub fn applied(&self) -> bool {
+        self.outcome.is_ok()
+    }
+
+    /// `<privileged-result id="…" status="applied"/>`, or `status="refused"`
+    /// with the reason as text; canonical.
+    pub fn to_xml(&self) -> String {
+        let mut out = String::from("<privileged-result");
+        if let Some(id) = &self.id {
+            out.push_str(" id=\"");
+            escape_attribute(&mut out, id);
+            out.push('"');
+        }
+        match &self.outcome {
+            Ok(()) => out.push_str(" status=\"applied\"></privileged-result>"),
+            Err(reason) => {
+                out.push_str(" status=\"refused\">");
+                escape_text(&mut out, &reason.to_string());
+                out.push_str("</privileged-result>");
+            }
+        }
+        out
+    }
+
+    /// The audit entry: the verdict with the payload's hash, canonical.
+    fn audit_xml(&self) -> String {
+        let mut out = String::from("<privileged-audit");
+        if let Some(id) = &self.id {
+            out.push_str(" id=\"");
+            escape_attribute(&mut out, id);
+            out.push('"');
+        }
+        if let Some(hash) = &self.payload_sha256 {
+            out.push_str(" payload-sha256=\"");
+            out.push_str(hash);
+            out.push('"');
+        }
+        match &self.outcome {
+            Ok(()) => out.push_str(" status=\"applied\"></privileged-audit>"),
+            Err(reason) => {
+                out.push_str(" status=\"refused\">");
+                escape_text(&mut out, &reason.to_string());
+                out.push_str("</privileged-audit>");
+            }
+        }
+        out
+    }
+}
+
+/// Who carried a command to the server: for the audit log only, since the
+/// signature, not the carrier, grants authority.
+#[derive(Debug, Clone)]
+pub struct Carrier {
+    /// `user:NAME`, or `cli` for a local apply.
+    pub from: String,
+    /// The carrier's session.
+    pub session: SessionId,
+}
+
+/// Settings of [`Privileged`].
+#[derive(Debug, Clone)]
+pub struct PrivilegedConfig {
+    /// The organism's public key; without one every command is refused.
+    pub key: Option<OrganismKey>,
+    /// Largest command accepted, bytes.
+    pub max_command_bytes: usize,
+    /// The user directory that grants change.
+    pub users_path: PathBuf,
+    /// Where `<component src="…">` files are looked up.
+    pub components_dir: PathBuf,
+}
+
+/// Checks and applies privileged commands.
+pub struct Privileged {
+    config: PrivilegedConfig,
+    runtime: Arc<Runtime>,
+    bus: Bus,
+    auth: Arc<Authenticator>,
+    store: Arc<dyn StructureStore>,
+    audit: Arc<dyn AuditSink>,
+    one_at_a_time: tokio::sync::Mutex<()>,
+    grants: watch::Sender<u64>,
+    shutdown: watch::Sender<Option<ShutdownMode>>,
+}
+
+impl Privileged {
+    /// A processor changing `bus` and `runtime`, remembering in `store`.
+    pub fn new(
+        config: PrivilegedConfig,
+        runtime: Arc<Runtime>,
+        bus: Bus,
+        auth: Arc<Authenticator>,
+        store: Arc<dyn StructureStore>,
+        audit: Arc<dyn AuditSink>,
+    ) -> Self {
+        Privileged {
+            config,
+            runtime,
+            bus,
+            auth,
+            store,
+            audit,
+            one_at_a_time: tokio::sync::Mutex::new(()),
+            grants: watch::channel(0).0,
+            shutdown: watch::channel(None).0,
+        }
+    }
+
+    /// Changes whenever a user's grants changed.
+    pub fn grant_changes(&self) -> watch::Receiver<u64> {
+        self.grants.subscribe()
+    }
+
+    /// Becomes `Some` when a shutdown was commanded.
+    pub fn shutdown_requests(&self) -> watch::Receiver<Option<ShutdownMode>> {
+        self.shutdown.subscribe()
+    }
+
+    /// Registers the agents the store holds (after a restart). Blocking: it
+    /// compiles components. Returns how many were restored.
+    pub fn restore(&self) -> Result<usize, Refused> {
+        let agents = self
+            .store
+            .admitted_agents()
+            .map_err(|e| Refused::Storage(e.to_string()))?;
+        for admitted in &agents {
+            let component = self
+                .runtime
+                .load_component(&admitted.component)
+                .map_err(|e| Refused::Component(format!("agent `{}`: {e}", admitted.name)))?;
+            let agent = self
+                .runtime
+                .agent(&admitted.name, component, admitted.limits.clone())
+                .map_err(|e| Refused::Invalid(e.to_string()))?;
+            self.bus
+                .register(listener(
+                    &admitted.name,
+                    &admitted.listens,
+                    &admitted.description,
+                    agent,
+                )?)
+                .map_err(|e| Refused::Conflict(format!("agent `{}`: {e}", admitted.name)))?;
+        }
+        Ok(agents.len())
+    }
+
+    /// Checks `input` (a `<privileged-command>`) and applies it if it holds.
+    pub async fn execute(&self, input: &[u8], carrier: &Carrier) -> Verdict {
+        let verdict = match SignedCommand::read(input, self.config.max_command_bytes) {
+            Err((id, reason)) => Verdict {
+                id,
+                payload_sha256: None,
+                outcome: Err(reason),
+            },
+            Ok(signed) => Verdict {
+                id: Some(signed.id.clone()),
+                payload_sha256: Some(signed.payload_sha256()),
+                outcome: self.check_and_apply(&signed, SystemTime::now()).await,
+            },
+        };
+        self.audit.record(AuditRecord {
+            kind: AuditKind::Privileged,
+            thread: None,
+            session: &carrier.session,
+            from: &carrier.from,
+            tag: "privileged-command",
+            depth: 0,
+            canonical: &verdict.audit_xml(),
+        });
+        match &verdict.outcome {
+            Ok(()) => {
+                tracing::info!(id = ?verdict.id, from = %carrier.from, "privileged command applied")
+            }
+            Err(reason) => {
+                tracing::warn!(id = ?verdict.id, from = %carrier.from, %reason, "privileged command refused")
+            }
+        }
+        verdict
+    }
+
+    async fn check_and_apply(
+        &self,
+        signed: &SignedCommand,
+        now: SystemTime,
+    ) -> Result<(), Refused> {
+        let key = self.config.key.as_ref().ok_or(Refused::NoIdentity)?;
+        signed.verify(key.verifying_key())?;
+        let now = time::unix_seconds(now);
+        let skew = CLOCK_SKEW.as_secs();
+        if signed.issued > now + skew {
+            return Err(Refused::NotYetValid(time::format_instant(signed.issued)));
+        }
+        if now > signed.expires + skew {
+            return Err(Refused::Expired(time::format_instant(signed.expires)));
+        }
+        let command = Command::read(&signed.payload_tree)?;
+        let _turn = self.one_at_a_time.lock().await;
+        if self.shutdown.borrow().is_some() {
+            return Err(Refused::ShuttingDown);
+        }
+        let fresh = self
+            .store
+            .claim_command_id(&signed.id, signed.expires + skew, now)
+            .map_err(|e| Refused::Storage(e.to_string()))?;
+        if !fresh {
+            return Err(Refused::Replayed(signed.id.clone()));
+        }
+        match command {
+            Command::Register(registration) => self.register(registration).await,
+            Command::Remove { name } => self.remove(&name),
+            Command::Limits { name, changes } => self.change_limits(&name, &changes),
+            Command::Grant { user, tag } => self.change_grant(&user, &tag, true),
+            Command::Revoke { user, tag } => self.change_grant(&user, &tag, false),
+            Command::Shutdown(mode) => {
+                self.shutdown.send_replace(Some(mode));
+                Ok(())
+            }
+        }
+    }
+
+    async fn register(&self, registration: Registration) -> Result<(), Refused> {
+        let name = agent_name(&registration.name)?;
+        let table = self.bus.table();
+        if table.agent(&name).is_some() {
+            return Err(Refused::Conflict(format!(
+                "an agent named `{name}` is already registered"
+            )));
+        }
+        let mut listens: Vec<String> = Vec::new();
+        for text in &registration.listens {
+            let tag = tag(text)?;
+            if let Some(holder) = table.listeners(&tag).first() {
+                return Err(Refused::Conflict(format!(
+                    "the tag `{text}` is already listened to by agent `{}`",
+                    holder.name
+                )));
+            }
+            if !listens.contains(text) {
+                listens.push(text.clone());
+            }
+        }
+        let bytes = match &registration.component {
+            ComponentSource::Inline(bytes) => bytes.clone(),
+            ComponentSource::File(file) => read_component_file(&self.config.components_dir, file)?,
+        };
+        let actual = ComponentHash::of(&bytes);
+        if actual != registration.sha256 {
+            return Err(Refused::HashMismatch {
+                actual: actual.to_string(),
+                expected: registration.sha256.to_string(),
+            });
+        }
+        let limits =
+            self.checked_limits(registration.limits.applied_to(&AgentLimits::default()))?;
+        let runtime = Arc::clone(&self.runtime);
+        let (component, bytes) = tokio::task::spawn_blocking(move || {
+            let loaded = runtime.load_component(&bytes);
+            (loaded, bytes)
+        })
+        .await
+        .map_err(|_| Refused::Component("compiling the component failed".into()))?;
+        let component = component.map_err(|e| Refused::Component(e.to_string()))?;
+        let agent = self
+            .runtime
+            .agent(name.as_str(), component, limits.clone())
+            .map_err(|e| Refused::Invalid(e.to_string()))?;
+        let admitted = AdmittedAgent {
+            name: name.to_string(),
+            listens,
+            description: registration.description,
+            limits,
+            component: bytes,
+        };
+        self.store
+            .save_agent(&admitted)
+            .map_err(|e| Refused::Storage(e.to_string()))?;
+        let listener = listener(
+            &admitted.name,
+            &admitted.listens,
+            &admitted.description,
+            agent,
+        )?;
+        if let Err(error) = self.bus.register(listener) {
+            let _ = self.store.forget_agent(&admitted.name);
+            return Err(Refused::Conflict(error.to_string()));
+        }
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> Result<(), Refused> {
+        let name = agent_name(name)?;
+        let table = self.bus.table();
+        let Some(listener) = table.agent(&name) else {
+            return Err(Refused::Conflict(format!(
+                "no agent named `{name}` is registered"
+            )));
+        };
+        self.store
+            .forget_agent(name.as_str())
+            .map_err(|e| Refused::Storage(e.to_string()))?;
+        self.bus
+            .remove(&name)
+            .map_err(|e| Refused::Conflict(e.to_string()))?;
+        let ListenerTarget::Local(removed) = &listener.target;
+        let hash = removed.component().hash();
+        let still_used = self.bus.table().agents().any(|other| {
+            let ListenerTarget::Local(agent) = &other.target;
+            agent.component().hash() == hash
+        });
+        if !still_used {
+            self.runtime.forget_component(&hash);
+        }
+        Ok(())
+    }
+
+    fn change_limits(&self, name: &str, changes: &LimitChanges) -> Result<(), Refused> {
+        let name = agent_name(name)?;
+        let table = self.bus.table();
+        let Some(current) = table.agent(&name) else {
+            return Err(Refused::Conflict(format!(
+                "no agent named `{name}` is registered"
+            )));
+        };
+        let ListenerTarget::Local(agent) = &current.target;
+        let limits = self.checked_limits(changes.applied_to(agent.limits()))?;
+        let replacement = self
+            .runtime
+            .agent(name.as_str(), Arc::clone(agent.component()), limits.clone())
+            .map_err(|e| Refused::Invalid(e.to_string()))?;
+        let stored = self
+            .store
+            .admitted_agents()
+            .map_err(|e| Refused::Storage(e.to_string()))?
+            .into_iter()
+            .find(|admitted| admitted.name == name.as_str());
+        if let Some(admitted) = stored {
+            self.store
+                .save_agent(&AdmittedAgent { limits, ..admitted })
+                .map_err(|e| Refused::Storage(e.to_string()))?;
+        }
+        self.bus
+            .replace(Listener {
+                name: current.name.clone(),
+                listens: current.listens.clone(),
+                description: current.description.clone(),
+                target: ListenerTarget::Local(replacement),
+            })
+            .map_err(|e| Refused::Conflict(e.to_string()))
+    }
+
+    fn change_grant(&self, user: &str, text: &str, grant: bool) -> Result<(), Refused> {
+        let tag = tag(text)?;
+        let users = self.auth.users();
+        let Some(entry) = users.get(user) else {
+            return Err(Refused::Conflict(format!("no user named `{user}`")));
+        };
+        let allow = match (&entry.allow, grant) {
+            (Allow::All, true) => {
+                return Err(Refused::Conflict(format!(
+                    "`{user}` may already send every tag (`*`)"
+                )))
+            }
+            (Allow::All, false) => {
+                return Err(Refused::Conflict(format!(
+                    "`{user}` may send every tag (`*`); list their tags in the user directory \
+                     before revoking one"
+                )))
+            }
+            (Allow::Tags(tags), true) => {
+                if tags.iter().any(|t| t == tag.as_str()) {
+                    return Err(Refused::Conflict(format!(
+                        "`{user}` is already granted `{text}`"
+                    )));
+                }
+                let mut tags = tags.clone();
+                tags.push(text.to_owned());
+                tags
+            }
+            (Allow::Tags(tags), false) => {
+                if !tags.iter().any(|t| t == tag.as_str()) {
+                    return Err(Refused::Conflict(format!(
+                        "`{user}` is not granted `{text}`"
+                    )));
+                }
+                tags.iter()
+                    .filter(|t| *t != tag.as_str())
+                    .cloned()
+                    .collect()
+            }
+        };
+        set_allow(&self.config.users_path, user, &allow).map_err(|e| {
+            Refused::Storage(format!("the user directory could not be written: {e}"))
+        })?;
+        let reloaded = Users::load(&self.config.users_path)
+            .map_err(|e| Refused::Storage(format!("the user directory could not be read: {e}")))?;
+        self.auth.set_users(reloaded);
+        self.grants.send_modify(|version| *version += 1);
+        Ok(())
+    }
+
+    fn checked_limits(&self, limits: AgentLimits) -> Result<AgentLimits, Refused> {
+        let max_memory = self.runtime.config().max_memory_bytes;
+        if limits.memory_bytes > max_memory {
+            return Err(Refused::Invalid(format!(
+                "memory-bytes {} is above the server's per-instance maximum of {max_memory}",
+                limits.memory_bytes
+            )));
+        }
+        Ok(limits)
+    }
+}
+
+impl std::fmt::Debug for Privileged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Privileged")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn agent_name(name: &str) -> Result<AgentName, Refused> {
+    AgentName::new(name).map_err(|e| Refused::Invalid(e.to_string()))
+}
+
+fn tag(text: &str) -> Result<Tag, Refused> {
+    let tag = Tag::parse(text).ok_or_else(|| {
+        Refused::Invalid(format!(
+            "`{text}` is not a tag: give an XML name, optionally as {{namespace}}name"
+        ))
+    })?;
+    if tag.is_reserved() {
+        return Err(Refused::Conflict(format!(
+            "`{text}` is a reserved tag of the protocol"
+        )));
+    }
+    Ok(tag)
+}
+
+fn listener(
+    name: &str,
+    listens: &[String],
+    description: &str,
+    agent: Arc<crate::runtime::Agent>,
+) -> Result<Listener, Refused> {
+    Ok(Listener {
+        name: agent_name(name)?,
+        listens: listens.iter().map(|t| Tag::new(t)).collect(),
+        description: description.to_owned(),
+        target: ListenerTarget::Local(agent),
+    })
+}
+
+/// Reads `file` from the components directory; `file` must be a plain file
+/// name (no directories), so a command cannot reach outside it.
+fn read_component_file(dir: &Path, file: &str) -> Result<Vec<u8>, Refused> {
+    let plain = !file.is_empty()
+        && !file.starts_with('.')
+        && !file.contains(['/', '\\', '\0'])
+        && Path::new(file).file_name().is_some_and(|name| name == file);
+    if !plain {
+        return Err(Refused::Invalid(format!(
+            "`src` must be a file name in the components directory, not {file:?}"
+        )));
+    }
+    std::fs::read(dir.join(file)).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => Refused::Invalid(format!(
+            "there is no `{file}` in the server's components directory"
+        )),
+        _ => Refused::Invalid(format!(
+            "`{file}` in the components directory cannot be read"
+        )),
+    })
+}

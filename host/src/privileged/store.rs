@@ -1,0 +1,141 @@
+//! What structural change must remember: the privileged-command ids used
+//! (until they expire) and the agents admitted at run time, with their
+//! components. Behind one trait so that persistent backends plug in; the
+//! in-memory one forgets everything with the process.
+
+use crate::runtime::AgentLimits;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use thiserror::Error;
+
+/// An agent admitted by a signed command, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmittedAgent {
+    /// Its name.
+    pub name: String,
+    /// The tags it listens to.
+    pub listens: Vec<String>,
+    /// One line for the catalog.
+    pub description: String,
+    /// Its limits.
+    pub limits: AgentLimits,
+    /// The component's bytes.
+    pub component: Vec<u8>,
+}
+
+/// A storage backend failed.
+#[derive(Debug, Error)]
+#[error("storage failed: {0}")]
+pub struct StoreError(pub String);
+
+/// Where structure is kept.
+pub trait StructureStore: Send + Sync {
+    /// Records command `id` as used until `expires` (Unix seconds) and
+    /// returns true, or returns false when it is already recorded. Ids
+    /// expired before `now` may be forgotten.
+    fn claim_command_id(&self, id: &str, expires: u64, now: u64) -> Result<bool, StoreError>;
+
+    /// Every admitted agent, by name.
+    fn admitted_agents(&self) -> Result<Vec<AdmittedAgent>, StoreError>;
+
+    /// Stores (or replaces) an admitted agent.
+    fn save_agent(&self, agent: &AdmittedAgent) -> Result<(), StoreError>;
+
+    /// Forgets the admitted agent `name`; nothing happens if there is none.
+    fn forget_agent(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Whether what is stored outlives the process.
+    fn is_persistent(&self) -> bool;
+}
+
+/// Keeps structure in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStructureStore {
+    inner: Mutex<Memory>,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    ids: HashMap<String, u64>,
+    agents: BTreeMap<String, AdmittedAgent>,
+}
+
+impl MemoryStructureStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Memory> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl StructureStore for MemoryStructureStore {
+    fn claim_command_id(&self, id: &str, expires: u64, now: u64) -> Result<bool, StoreError> {
+        let mut memory = self.lock();
+        memory.ids.retain(|_, until| *until >= now);
+        if memory.ids.contains_key(id) {
+            return Ok(false);
+        }
+        memory.ids.insert(id.to_owned(), expires);
+        Ok(true)
+    }
+
+    fn admitted_agents(&self) -> Result<Vec<AdmittedAgent>, StoreError> {
+        Ok(self.lock().agents.values().cloned().collect())
+    }
+
+    fn save_agent(&self, agent: &AdmittedAgent) -> Result<(), StoreError> {
+        self.lock().agents.insert(agent.name.clone(), agent.clone());
+        Ok(())
+    }
+
+    fn forget_agent(&self, name: &str) -> Result<(), StoreError> {
+        self.lock().agents.remove(name);
+        Ok(())
+    }
+
+    fn is_persistent(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_single_use_until_they_expire() {
+        let store = MemoryStructureStore::new();
+        assert!(store.claim_command_id("a", 100, 10).unwrap());
+        assert!(!store.claim_command_id("a", 100, 50).unwrap());
+        assert!(store.claim_command_id("b", 100, 50).unwrap());
+        // Once expired it may be forgotten; the time window refuses it anyway.
+        assert!(store.claim_command_id("a", 300, 200).unwrap());
+    }
+
+    #[test]
+    fn agents_are_saved_replaced_and_forgotten() {
+        let store = MemoryStructureStore::new();
+        let agent = AdmittedAgent {
+            name: "echo2".into(),
+            listens: vec!["echo2".into()],
+            description: "Echoes.".into(),
+            limits: AgentLimits::default(),
+            component: vec![1, 2, 3],
+        };
+        store.save_agent(&agent).unwrap();
+        store
+            .save_agent(&AdmittedAgent {
+                description: "Echoes again.".into(),
+                ..agent.clone()
+            })
+            .unwrap();
+        let stored = store.admitted_agents().unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].description, "Echoes again.");
+        store.forget_agent("echo2").unwrap();
+        assert!(store.admitted_agents().unwrap().is_empty());
+    }
+}
