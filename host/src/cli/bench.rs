@@ -210,6 +210,12 @@ async fn drive(
             .await?;
         clients.push(client);
     }
+    round_trips(clients, args).await
+}
+
+/// Drives every client closed-loop (send, wait for the answer, repeat)
+/// `args.messages` times at once, and sums up the round trips.
+async fn round_trips(clients: Vec<Client>, args: &BenchArgs) -> anyhow::Result<Figures> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for mut client in clients {
@@ -228,13 +234,6 @@ async fn drive(
             anyhow::Ok(samples)
         }));
     }
-    collect(tasks, started).await
-}
-
-async fn collect(
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<Duration>>>>,
-    started: Instant,
-) -> anyhow::Result<Figures> {
     let mut samples = Vec::new();
     for task in tasks {
         samples.extend(task.await??);
@@ -284,23 +283,7 @@ async fn bare_echo(dir: &Path, args: &BenchArgs) -> anyhow::Result<Figures> {
     for _ in 0..args.connections {
         clients.push(Client::connect(&url, &trust).await?);
     }
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for mut client in clients {
-        let payload = args.payload.clone();
-        let messages = args.messages;
-        tasks.push(tokio::spawn(async move {
-            let mut samples = Vec::with_capacity(messages);
-            for _ in 0..messages {
-                let start = Instant::now();
-                client.send(&payload).await?;
-                client.receive().await?;
-                samples.push(start.elapsed());
-            }
-            anyhow::Ok(samples)
-        }));
-    }
-    let figures = collect(tasks, started).await;
+    let figures = round_trips(clients, args).await;
     server.abort();
     figures
 }

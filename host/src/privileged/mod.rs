@@ -133,44 +133,36 @@ impl Verdict {
     /// `<privileged-result id="…" status="applied"/>`, or `status="refused"`
     /// with the reason as text; canonical.
     pub fn to_xml(&self) -> String {
-        let mut out = String::from("<privileged-result");
-        if let Some(id) = &self.id {
-            out.push_str(" id=\"");
-            escape_attribute(&mut out, id);
-            out.push('"');
-        }
-        match &self.outcome {
-            Ok(()) => out.push_str(" status=\"applied\"></privileged-result>"),
-            Err(reason) => {
-                out.push_str(" status=\"refused\">");
-                escape_text(&mut out, &reason.to_string());
-                out.push_str("</privileged-result>");
-            }
-        }
-        out
+        self.element("privileged-result", None)
     }
 
     /// The audit entry: the verdict with the payload's hash, canonical.
     fn audit_xml(&self) -> String {
-        let mut out = String::from("<privileged-audit");
+        self.element("privileged-audit", self.payload_sha256.as_deref())
+    }
+
+    /// `<NAME id payload-sha256 status>reason</NAME>`, attributes in
+    /// canonical order.
+    fn element(&self, name: &str, payload_sha256: Option<&str>) -> String {
+        let mut out = format!("<{name}");
         if let Some(id) = &self.id {
             out.push_str(" id=\"");
             escape_attribute(&mut out, id);
             out.push('"');
         }
-        if let Some(hash) = &self.payload_sha256 {
+        if let Some(hash) = payload_sha256 {
             out.push_str(" payload-sha256=\"");
             out.push_str(hash);
             out.push('"');
         }
         match &self.outcome {
-            Ok(()) => out.push_str(" status=\"applied\"></privileged-audit>"),
+            Ok(()) => out.push_str(" status=\"applied\">"),
             Err(reason) => {
                 out.push_str(" status=\"refused\">");
                 escape_text(&mut out, &reason.to_string());
-                out.push_str("</privileged-audit>");
             }
         }
+        out.push_str(&format!("</{name}>"));
         out
     }
 }
