@@ -10,8 +10,10 @@ CARGO        ?= cargo
 WASM_TARGET  := wasm32-wasip2
 AGENTS       := echo calculator counter delegator hostile
 AGENTS_DIR   := target/$(WASM_TARGET)/release
+SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all run test bench agents build toolchain pydeps lint fmt fuzz clean
+.PHONY: all run test bench agents build toolchain pydeps browserdeps lint fmt fuzz clean
 
 all: build agents
 
@@ -23,7 +25,13 @@ agents: toolchain
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(AGENTS))
 	@for agent in $(AGENTS); do test -f $(AGENTS_DIR)/$$agent.wasm || { echo "missing $(AGENTS_DIR)/$$agent.wasm" >&2; exit 1; }; done
 
-## Python packages the tests and benchmarks use (lxml, the C14N oracle).
+## The browser test's tools: Debian's chromium, node, and playwright-core.
+browserdeps:
+	@command -v chromium >/dev/null && command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) chromium nodejs npm; }
+	@test -d tests/browser/node_modules/playwright-core || npm --prefix tests/browser ci --no-audit --no-fund --loglevel=error
+
+## Python packages the tests and benchmarks use (lxml, the C14N oracle;
+## cryptography, the Ed25519 interoperability test).
 pydeps:
 	@python3 -c 'import lxml, cryptography' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
@@ -42,6 +50,7 @@ run: build agents
 	@echo "Console:  https://127.0.0.1:8765/  (accept the development certificate)"
 	@echo "User:     demo; current code: $(CARGO) run -q -p agentserver -- user code demo --users run/users.toml"
 	@echo "Identity: run/identity.key signs privileged commands (keep it offline in production)"
+	@echo "Client:   $(CARGO) run -q -p agentserver -- connect wss://127.0.0.1:8765/ --user demo --ca run/data/tls/cert.pem"
 	@echo
 	$(CARGO) run -q -p agentserver -- run --config example-agents/organism.toml
 
@@ -49,7 +58,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: agents pydeps lint
+test: agents pydeps browserdeps lint
 	$(CARGO) test --workspace
 
 bench: agents pydeps

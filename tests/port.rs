@@ -374,3 +374,40 @@ async fn a_client_can_trust_the_development_certificate_as_its_ca() {
         .await
         .is_err());
 }
+
+/// The web console in a real headless Chromium (Debian's `chromium`, driven
+/// by `playwright-core`; `make test` installs both): log in with a computed
+/// code, send `<calculate>2+2</calculate>`, see `4` in its thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_console_works_in_a_real_browser() {
+    let server = server().await;
+    let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run `make test` (or `npm --prefix tests/browser ci`)"
+    );
+    let screenshot = server.dir.path().join("console.png");
+    let url = format!("https://{}/", server.address());
+    let code = server.code("alice");
+    let script = browser_dir.join("console.mjs");
+    let shot = screenshot.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(script)
+            .args([url.as_str(), "alice", code.as_str()])
+            .arg(shot)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("node (make test installs it with the browser dependencies)");
+    assert!(
+        output.status.success(),
+        "the console test failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("<result>4</result>"));
+    assert!(std::fs::read(&screenshot).unwrap().starts_with(b"\x89PNG"));
+    server.stop().await;
+}
