@@ -90,18 +90,28 @@ fn delegation_hop(runtime: &Runtime) {
         for _ in 0..2_000 {
             round_trip(&session, payload.as_bytes()).await;
         }
+        let before = bus.metrics().snapshot();
         let mut samples = Vec::with_capacity(20_000);
         for _ in 0..20_000 {
             samples.push(round_trip(&session, payload.as_bytes()).await);
         }
+        let after = bus.metrics().snapshot();
+        let calls = after.agent_calls - before.agent_calls;
+        let in_agents_us = (after.latency_sum_us - before.latency_sum_us) as f64;
         let (p50, p99) = (percentile(&mut samples, 0.5), percentile(&mut samples, 0.99));
+        let mean: f64 =
+            samples.iter().map(|d| d.as_secs_f64() * 1e6).sum::<f64>() / samples.len() as f64;
+        let agents_per_trip = in_agents_us / samples.len() as f64;
         println!(
             "delegation, 1 KB square-sum: session -> delegator -> calc -> session, {} round trips\n  \
-             round trip: median {p50:.2} µs, p99 {p99:.2} µs\n  \
-             per hop (3 hops): median {:.2} µs, p99 {:.2} µs",
+             round trip: median {p50:.2} µs, p99 {p99:.2} µs, mean {mean:.2} µs\n  \
+             per hop (3 hops): median {:.2} µs, p99 {:.2} µs\n  \
+             inside the two agent calls (guest work, {calls} calls): {agents_per_trip:.2} µs per round trip\n  \
+             the bus's own share per hop (mean round trip less agent time, / 3): {:.2} µs",
             samples.len(),
             p50 / 3.0,
-            p99 / 3.0
+            p99 / 3.0,
+            (mean - agents_per_trip) / 3.0
         );
     });
 }

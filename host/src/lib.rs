@@ -7,11 +7,14 @@
 //! - [`runtime`] — wasm agents as sandboxed components under hard limits.
 //! - [`bus`] — routing by root tag, threads, delegation between agents.
 //! - [`auth`] — the user directory and TOTP logins.
+//! - [`audit`] — the hash-chained audit log.
+//! - [`store`] — the storage backends (memory, SQLite).
 //! - [`privileged`] — the organism's identity and signed structural change.
 //! - [`server`] — the TLS-only WSS port that carries all of it.
 //! - [`client`] — a WSS client for the CLI, tests and tools.
 //! - [`cli`] — the command-line subcommands (the binary only parses and dispatches).
 
+pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod cli;
@@ -19,4 +22,5 @@ pub mod client;
 pub mod privileged;
 pub mod runtime;
 pub mod server;
+pub mod store;
 pub mod xml;

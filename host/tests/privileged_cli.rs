@@ -71,9 +71,14 @@ struct Server {
 
 impl Server {
     /// Users `owner1..3` (allowed `echo`) and `alice` (allowed `hold`), the
-    /// `hostile` agent on `hold`, the identity Python made.
+    /// `hostile` agent on `hold`, the identity Python made, storage in
+    /// memory.
     fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Server::start_in(tempfile::tempdir().unwrap(), "memory")
+    }
+
+    /// The same, in `dir`, with the `storage` backend.
+    fn start_in(dir: tempfile::TempDir, storage: &str) -> Server {
         let python = Command::new("python3")
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/oracle/ed25519_interop.py"))
             .arg(dir.path())
@@ -97,10 +102,16 @@ impl Server {
         }
         let config = format!(
             "listen = \"127.0.0.1:0\"\nidentity = \"identity.pub\"\nmax_instances = 16\n\
+             [storage]\nbackend = \"{storage}\"\n\
              [[agent]]\nname = \"hostile\"\ncomponent = {:?}\nlistens = [\"hold\"]\ntimeout_ms = 5000\n",
             agents_dir().join("hostile.wasm").display().to_string()
         );
         std::fs::write(dir.path().join("organism.toml"), config).unwrap();
+        Server::run(dir)
+    }
+
+    /// Runs the server whose files are in `dir` (again).
+    fn run(dir: tempfile::TempDir) -> Server {
         let mut child = Command::new(BINARY)
             .args(["run", "--config"])
             .arg(dir.path().join("organism.toml"))
@@ -258,4 +269,176 @@ fn the_owner_admits_an_agent_and_shuts_down_from_a_shell() {
         "closed as going away: {frames:?}"
     );
     assert_eq!(server.wait(Duration::from_secs(15)), Some(0));
+}
+
+/// Logs `user` in (code computed from its secret file) and returns the
+/// client and its catalog.
+fn login(
+    runtime: &tokio::runtime::Runtime,
+    server: &Server,
+    user: &str,
+) -> (agentserver::client::Client, String) {
+    let text = std::fs::read_to_string(server.dir.path().join(format!("{user}.secret"))).unwrap();
+    let secret = agentserver::auth::decode_base32(&text).unwrap();
+    runtime.block_on(async {
+        let trust = agentserver::client::Trust::Fingerprint(server.fingerprint.clone());
+        let mut client = agentserver::client::Client::connect(&server.url, &trust)
+            .await
+            .unwrap();
+        let code = agentserver::auth::totp_code(&secret, SystemTime::now());
+        let catalog = client.login(user, &code).await.unwrap();
+        (client, catalog)
+    })
+}
+
+/// Sends `message` and returns the next text frame.
+fn ask(
+    runtime: &tokio::runtime::Runtime,
+    client: &mut agentserver::client::Client,
+    message: &str,
+) -> String {
+    runtime.block_on(async {
+        client.send(message).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(10), client.receive()).await {
+            Ok(Ok(agentserver::client::Received::Text(text))) => text,
+            other => panic!("expected an answer, got {other:?}"),
+        }
+    })
+}
+
+/// Stops the server with SIGTERM and hands its folder back.
+fn stop(mut server: Server) -> tempfile::TempDir {
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(server.wait(Duration::from_secs(15)), Some(0));
+    server.dir
+}
+
+#[test]
+fn with_sqlite_structure_and_audit_survive_a_restart() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = Server::start_in(tempfile::tempdir().unwrap(), "sqlite");
+    let granted = server.shell(&format!(
+        "\"$AGENTSERVER\" apply \"$DIR/grant.xml\" {}",
+        apply_args("owner1")
+    ));
+    assert!(granted.status.success(), "{granted:?}");
+    let signed = server.shell(
+        "\"$AGENTSERVER\" command register --name twin --wasm \"$AGENTS/echo.wasm\" --listens twin \
+         | \"$AGENTSERVER\" sign - --key \"$DIR/identity.key\" --out \"$DIR/register.xml\"",
+    );
+    assert!(signed.status.success(), "{signed:?}");
+    let admitted = server.shell(&format!(
+        "\"$AGENTSERVER\" apply \"$DIR/register.xml\" {}",
+        apply_args("owner2")
+    ));
+    assert!(admitted.status.success(), "{admitted:?}");
+    let (mut alice, _) = login(&runtime, &server, "alice");
+    let answer = ask(&runtime, &mut alice, "<twin>hi</twin>");
+    assert!(answer.contains("<echoed>hi</echoed>"), "{answer}");
+    let thread = answer
+        .split("<thread>")
+        .nth(1)
+        .and_then(|rest| rest.split("</thread>").next())
+        .unwrap()
+        .to_owned();
+    drop(alice);
+    let dir = stop(server);
+    let config = &config_path(&dir);
+
+    // The chain verifies, and the thread replays in order.
+    let verified = agentserver(&["audit", "verify", "--config", config]);
+    assert!(verified.status.success(), "{verified:?}");
+    let verified = String::from_utf8(verified.stdout).unwrap();
+    assert!(verified.contains("entries verified; head "), "{verified}");
+    let replay = agentserver(&["audit", "replay", &thread, "--config", config]);
+    assert!(replay.status.success(), "{replay:?}");
+    let replay = String::from_utf8(replay.stdout).unwrap();
+    let lines: Vec<&str> = replay.lines().collect();
+    assert_eq!(lines.len(), 2, "{replay}");
+    assert!(
+        lines[0].contains("message user:alice depth=0 <twin>hi</twin>"),
+        "{replay}"
+    );
+    assert!(
+        lines[1].contains("message twin depth=1 <echoed>hi</echoed>"),
+        "{replay}"
+    );
+
+    // After a restart the admitted agent is back and its command stays used.
+    let server = Server::run(dir);
+    let (mut alice, catalog) = login(&runtime, &server, "alice");
+    assert!(
+        catalog.contains("<capability agent=\"twin\" tag=\"twin\">"),
+        "{catalog}"
+    );
+    let answer = ask(&runtime, &mut alice, "<twin>again</twin>");
+    assert!(answer.contains("<echoed>again</echoed>"), "{answer}");
+    let replayed = server.shell(&format!(
+        "\"$AGENTSERVER\" apply \"$DIR/register.xml\" {}",
+        apply_args("owner3")
+    ));
+    assert_eq!(replayed.status.code(), Some(1), "{replayed:?}");
+    assert!(
+        String::from_utf8_lossy(&replayed.stdout).contains("already used"),
+        "{replayed:?}"
+    );
+    drop(alice);
+    let dir = stop(server);
+
+    // A removal applied to the stopped server's state takes effect on start.
+    let removal = Command::new("sh")
+        .args([
+            "-c",
+            "\"$AGENTSERVER\" command remove --name twin | \"$AGENTSERVER\" sign - --key \"$DIR/identity.key\" \
+             | \"$AGENTSERVER\" apply - --config \"$DIR/organism.toml\"",
+        ])
+        .env("AGENTSERVER", BINARY)
+        .env("DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(removal.status.success(), "{removal:?}");
+    let server = Server::run(dir);
+    let (alice, catalog) = login(&runtime, &server, "alice");
+    assert!(!catalog.contains("tag=\"twin\""), "{catalog}");
+    drop(alice);
+    let dir = stop(server);
+    assert!(
+        agentserver(&["audit", "verify", "--config", &config_path(&dir)])
+            .status
+            .success()
+    );
+
+    // One flipped byte in one stored entry is found and named.
+    let store = rusqlite::Connection::open(dir.path().join("data/agentserver.sqlite3")).unwrap();
+    let seq: i64 = store
+        .query_row(
+            "SELECT seq FROM audit WHERE entry LIKE '%<twin>again</twin>%'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    store
+        .execute(
+            "UPDATE audit SET entry = replace(entry, '<twin>again', '<twin>agaiN') WHERE seq = ?1",
+            [seq],
+        )
+        .unwrap();
+    drop(store);
+    let tampered = agentserver(&["audit", "verify", "--config", &config_path(&dir)]);
+    assert_eq!(tampered.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&tampered.stderr),
+        format!("agentserver: audit entry {seq} is broken: its hash does not match its contents and the previous entry\n")
+    );
+}
+
+fn config_path(dir: &tempfile::TempDir) -> String {
+    dir.path().join("organism.toml").display().to_string()
 }

@@ -1,10 +1,12 @@
 //! `agentserver apply FILE --url wss://… --user NAME`: carries a signed
 //! privileged command to a running server and prints its
 //! `<privileged-result>`; the exit code is 0 only when it was applied.
+//! With `--config organism.toml` instead, it applies the command to a
+//! stopped server's persistent state (SQLite storage).
 
 use super::login::LoginArgs;
 use crate::client::{Client, Received};
-use crate::server::{Config, StorageConfig};
+use crate::server::Config;
 use anyhow::{bail, Context as _};
 use clap::Args;
 use std::path::PathBuf;
@@ -26,7 +28,7 @@ pub struct ApplyArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     #[command(flatten)]
-    login: Option<LoginArgs>,
+    login: LoginArgs,
 }
 
 /// Sends the command and prints the verdict.
@@ -35,22 +37,18 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
     let command = String::from_utf8(command).context("the command is not UTF-8 text")?;
     if let Some(path) = &args.config {
         let config = Config::load(path)?;
-        match config.storage {
-            StorageConfig::Memory => bail!(
-                "{}: storage is `memory`, so a stopped server keeps no structure to change; \
-                 start it and apply with --url",
-                path.display()
-            ),
-            StorageConfig::Sqlite | StorageConfig::Redis { .. } => bail!(
-                "{}: applying to a stopped server needs the persistent storage backends, \
-                 which this build does not have yet; start it and apply with --url",
-                path.display()
-            ),
-        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let verdict = runtime.block_on(crate::server::apply_offline(config, command.as_bytes()))?;
+        return report(&verdict.to_xml());
     }
-    let (Some(url), Some(login)) = (&args.url, &args.login) else {
-        bail!("give --url and --user (and --fingerprint or --ca)");
+    let Some(url) = &args.url else {
+        bail!("give --url (or --config for a stopped server)");
     };
+    let login = &args.login;
+    let user = login.user()?;
     let trust = login.trust()?;
     let code = login.code()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -59,7 +57,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let verdict = runtime.block_on(async {
         let mut client = Client::connect(url, &trust).await?;
-        client.login(&login.user, &code).await?;
+        client.login(user, &code).await?;
         client.send(command.trim()).await?;
         let verdict = tokio::time::timeout(VERDICT_TIMEOUT, async {
             loop {
@@ -79,6 +77,11 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         let _ = client.send("<end-session/>").await;
         anyhow::Ok(verdict)
     })?;
+    report(&verdict)
+}
+
+/// Prints the verdict; an error unless it says applied.
+fn report(verdict: &str) -> anyhow::Result<()> {
     println!("{verdict}");
     if !verdict.contains("status=\"applied\"") {
         bail!("the command was refused");

@@ -49,7 +49,7 @@ async fn session(
     send: Option<String>,
 ) -> anyhow::Result<()> {
     let mut client = Client::connect(&args.url, trust).await?;
-    let catalog = client.login(&args.login.user, code).await?;
+    let catalog = client.login(args.login.user()?, code).await?;
     println!("{}", pretty(&catalog));
     if let Some(message) = send {
         client.send(message.trim()).await?;

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 pub struct LoginArgs {
     /// Who to log in as.
     #[arg(long)]
-    pub user: String,
+    pub user: Option<String>,
     /// Read the base32 TOTP secret from this file instead of asking for a code.
     #[arg(long)]
     pub totp_secret_file: Option<PathBuf>,
@@ -29,6 +29,13 @@ pub struct LoginArgs {
 }
 
 impl LoginArgs {
+    /// The user to log in as.
+    pub fn user(&self) -> anyhow::Result<&str> {
+        self.user
+            .as_deref()
+            .context("say who to log in as: --user NAME")
+    }
+
     /// How to trust the server.
     pub fn trust(&self) -> anyhow::Result<Trust> {
         match (&self.fingerprint, &self.ca) {
@@ -60,7 +67,7 @@ impl LoginArgs {
                 Ok(crate::auth::totp_code(&secret, SystemTime::now()))
             }
             None => {
-                eprint!("TOTP code for {}: ", self.user);
+                eprint!("TOTP code for {}: ", self.user()?);
                 std::io::stderr().flush()?;
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line)?;

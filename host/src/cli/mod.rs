@@ -5,6 +5,7 @@
 //! place errors become text for a person.
 
 mod apply;
+mod audit;
 mod bench;
 mod c14n;
 mod connect;
@@ -18,7 +19,7 @@ mod user;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::path::Path;
 
 /// AgentServer: hosts sandboxed WebAssembly agents on one canonical XML bus.
@@ -47,8 +48,11 @@ enum Command {
     Unsigned(unsigned::CommandArgs),
     /// Sign a privileged command with the organism's private key, offline.
     Sign(sign::SignArgs),
-    /// Send a signed privileged command to a running server.
+    /// Send a signed privileged command to a running server, or apply it to
+    /// a stopped one's persistent state.
     Apply(apply::ApplyArgs),
+    /// Verify the audit log's hash chain, or replay a thread.
+    Audit(audit::AuditArgs),
     /// Print the SHA-256 of a component, as the component store keys it.
     Hash(hash::HashArgs),
     /// Print the exclusive canonical form of an XML document.
@@ -65,6 +69,7 @@ impl Cli {
             Command::Unsigned(args) => unsigned::run(&args),
             Command::Sign(args) => sign::run(&args),
             Command::Apply(args) => apply::run(&args),
+            Command::Audit(args) => audit::run(&args),
             Command::Connect(args) => connect::run(&args),
             Command::Bench(args) => bench::run(&args),
             Command::Hash(args) => hash::run(&args),
@@ -84,4 +89,13 @@ pub(crate) fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
     } else {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
     }
+}
+
+/// Writes `text` to standard output; a closed pipe is an error, not a panic.
+pub(crate) fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("cannot write to standard output")
 }

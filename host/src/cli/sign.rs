@@ -33,7 +33,7 @@ pub fn run(args: &SignArgs) -> anyhow::Result<()> {
     match &args.out {
         Some(path) => std::fs::write(path, signed)
             .with_context(|| format!("cannot write {}", path.display()))?,
-        None => print!("{signed}"),
+        None => super::write_stdout(&signed)?,
     }
     Ok(())
 }

@@ -174,6 +174,5 @@ pub fn run(args: &CommandArgs) -> anyhow::Result<()> {
             Mode::Immediate => ShutdownMode::Immediate,
         }),
     };
-    print!("{}", command.to_unsigned_document());
-    Ok(())
+    super::write_stdout(&command.to_unsigned_document())
 }

@@ -45,19 +45,7 @@ pub enum ConfigError {
     },
 }
 
-/// Which storage backend to use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StorageConfig {
-    /// In memory; nothing on disk (the default).
-    Memory,
-    /// One SQLite file in the data directory.
-    Sqlite,
-    /// A Redis server.
-    Redis {
-        /// `redis://host:port`.
-        url: String,
-    },
-}
+pub use crate::store::StorageConfig;
 
 /// One boot-time agent (`[[agent]]`).
 #[derive(Debug, Clone, PartialEq, Eq)]

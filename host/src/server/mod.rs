@@ -26,14 +26,17 @@ pub mod tls;
 pub use config::{AgentConfig, Config, ConfigError, StorageConfig};
 pub use flood::{FloodGuard, FloodLimits};
 
+use crate::audit::AuditLog;
 use crate::auth::{AuthConfig, Authenticator, Users, UsersError};
 use crate::bus::{
-    AgentName, AuditSink, Bus, BusConfig, Listener, ListenerTarget, NoAudit, TableError,
+    AgentName, AuditSink, Bus, BusConfig, Listener, ListenerTarget, SessionId, TableError,
 };
 use crate::privileged::{
-    IdentityError, MemoryStructureStore, OrganismKey, Privileged, PrivilegedConfig, ShutdownMode,
+    Carrier, IdentityError, OrganismKey, Privileged, PrivilegedConfig, ShutdownMode, StoreError,
+    Verdict,
 };
 use crate::runtime::{ComponentHash, LoadError, Runtime, RuntimeConfig, RuntimeError};
+use crate::store::Stores;
 use crate::xml::Tag;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -78,6 +81,9 @@ pub enum ServerError {
     /// The organism's public key could not be read.
     #[error("identity: {0}")]
     Identity(#[from] IdentityError),
+    /// The storage backend could not be opened.
+    #[error("storage: {0}")]
+    Store(StoreError),
     /// Agents admitted at run time could not be restored.
     #[error("restoring admitted agents: {0}")]
     Restore(String),
@@ -200,6 +206,7 @@ pub struct RunningServer {
     address: SocketAddr,
     fingerprint: String,
     state: Arc<State>,
+    audit_log: Option<Arc<AuditLog>>,
     shutdown: watch::Sender<bool>,
     accept_loop: tokio::task::JoinHandle<()>,
 }
@@ -243,6 +250,19 @@ impl RunningServer {
         self.state.draining.store(true, Ordering::Release);
         let _ = self.shutdown.send(true);
         let _ = self.accept_loop.await;
+        // Upgraded WebSockets run on tasks of their own: wait for them to
+        // send their last frames and close.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while self.state.counters.connections.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        if let Some(log) = &self.audit_log {
+            if !log.flush(SHUTDOWN_GRACE) {
+                tracing::error!("the audit log could not be written out before shutdown");
+            }
+        }
     }
 }
 
@@ -261,10 +281,20 @@ async fn wait_until_idle(state: &State) {
     }
 }
 
-/// Starts the server described by `config`: TLS identity, users, runtime,
-/// boot agents, bus, and the listening socket. Nothing is audited yet.
+/// Starts the server described by `config`: TLS identity, users, storage,
+/// audit log, runtime, boot and admitted agents, bus, and the listening
+/// socket.
 pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
-    start_with_audit(config, Arc::new(NoAudit)).await
+    start_inner(config, None).await
+}
+
+/// [`start`], writing the audit trail to `audit` instead of the configured
+/// store's log.
+pub async fn start_with_audit(
+    config: Config,
+    audit: Arc<dyn AuditSink>,
+) -> Result<RunningServer, ServerError> {
+    start_inner(config, Some(audit)).await
 }
 
 /// The organism's public key, if there is one (see [`Config::identity_required`]).
@@ -282,24 +312,22 @@ fn organism_key(config: &Config) -> Result<Option<OrganismKey>, ServerError> {
     Ok(Some(key))
 }
 
-/// [`start`], writing the audit trail to `audit`.
-pub async fn start_with_audit(
-    config: Config,
+/// Everything but the network: the agents, the bus and who may change them.
+struct Organism {
+    runtime: Arc<Runtime>,
+    bus: Bus,
+    auth: Arc<Authenticator>,
+    privileged: Arc<Privileged>,
+}
+
+/// Builds the organism of `config` on `stores`, auditing into `audit`:
+/// loads the boot agents and restores the admitted ones.
+async fn assemble(
+    config: &Config,
+    stores: &Stores,
     audit: Arc<dyn AuditSink>,
-) -> Result<RunningServer, ServerError> {
-    let key = organism_key(&config)?;
-    let identity = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => tls::Identity::load(cert, key)?,
-        _ => {
-            let (identity, made) = tls::Identity::development(&config.data_dir.join("tls"))?;
-            if made {
-                tracing::info!("made a development TLS certificate");
-            }
-            identity
-        }
-    };
-    let fingerprint = identity.fingerprint();
-    let tls = tokio_rustls::TlsAcceptor::from(identity.server_config()?);
+) -> Result<Organism, ServerError> {
+    let key = organism_key(config)?;
     let users = Users::load(&config.users)?;
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         cache_dir: Some(config.data_dir.join("compiled")),
@@ -318,7 +346,7 @@ pub async fn start_with_audit(
         Arc::clone(&runtime),
         bus.clone(),
         Arc::clone(&auth),
-        Arc::new(MemoryStructureStore::new()),
+        Arc::clone(&stores.structure),
         audit,
     ));
     {
@@ -338,6 +366,87 @@ pub async fn start_with_audit(
             reason: e.to_string(),
         })??;
     }
+    Ok(Organism {
+        runtime,
+        bus,
+        auth,
+        privileged,
+    })
+}
+
+/// The opened stores, the audit sink to use, and the audit log when it is
+/// the stores' own.
+type OpenedStores = (Stores, Arc<dyn AuditSink>, Option<Arc<AuditLog>>);
+
+/// Opens the configured stores and, unless `audit` overrides it, the audit
+/// log on them.
+fn open_stores(
+    config: &Config,
+    audit: Option<Arc<dyn AuditSink>>,
+) -> Result<OpenedStores, ServerError> {
+    let stores = Stores::open(&config.storage, &config.data_dir).map_err(ServerError::Store)?;
+    Ok(match audit {
+        Some(audit) => (stores, audit, None),
+        None => {
+            let log =
+                Arc::new(AuditLog::open(Arc::clone(&stores.audit)).map_err(ServerError::Store)?);
+            (stores, log.clone(), Some(log))
+        }
+    })
+}
+
+/// Applies a signed command to a stopped server's persistent state, as the
+/// server would on start: the boot and admitted agents are loaded, the
+/// command is checked and applied, and the audit log records it.
+pub async fn apply_offline(config: Config, command: &[u8]) -> Result<Verdict, ServerError> {
+    let (stores, audit, log) = open_stores(&config, None)?;
+    if !stores.structure.is_persistent() {
+        return Err(ServerError::Store(StoreError(
+            "storage is `memory`, so a stopped server keeps no structure to change; \
+             start it and apply with --url"
+                .into(),
+        )));
+    }
+    let organism = assemble(&config, &stores, audit).await?;
+    let verdict = organism
+        .privileged
+        .execute(
+            command,
+            &Carrier {
+                from: "cli".into(),
+                session: SessionId::new(),
+            },
+        )
+        .await;
+    if let Some(log) = log {
+        log.flush(SHUTDOWN_GRACE);
+    }
+    Ok(verdict)
+}
+
+async fn start_inner(
+    config: Config,
+    audit: Option<Arc<dyn AuditSink>>,
+) -> Result<RunningServer, ServerError> {
+    let identity = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => tls::Identity::load(cert, key)?,
+        _ => {
+            let (identity, made) = tls::Identity::development(&config.data_dir.join("tls"))?;
+            if made {
+                tracing::info!("made a development TLS certificate");
+            }
+            identity
+        }
+    };
+    let fingerprint = identity.fingerprint();
+    let tls = tokio_rustls::TlsAcceptor::from(identity.server_config()?);
+    let (stores, audit, audit_log) = open_stores(&config, audit)?;
+    let Organism {
+        runtime,
+        bus,
+        auth,
+        privileged,
+    } = assemble(&config, &stores, audit).await?;
     let listener =
         TcpListener::bind(config.listen)
             .await
@@ -383,6 +492,7 @@ pub async fn start_with_audit(
         address,
         fingerprint,
         state,
+        audit_log,
         shutdown: shutdown_tx,
         accept_loop,
     })

@@ -1,0 +1,121 @@
+//! The in-memory audit store: the newest entries, bounded, gone with the
+//! process. The chain stays verifiable over what is kept: the hash before
+//! the oldest kept entry is remembered.
+
+use super::entry::{StoredEntry, GENESIS};
+use super::AuditStore;
+use crate::privileged::StoreError;
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+/// Entries the in-memory store keeps by default.
+pub const DEFAULT_KEPT: usize = 100_000;
+
+/// Keeps the newest `capacity` entries in memory.
+#[derive(Debug)]
+pub struct MemoryAuditStore {
+    capacity: usize,
+    inner: Mutex<Kept>,
+}
+
+#[derive(Debug)]
+struct Kept {
+    entries: VecDeque<StoredEntry>,
+    /// The hash before the oldest kept entry.
+    before_first: [u8; 32],
+}
+
+impl MemoryAuditStore {
+    /// A store keeping the newest `capacity` entries (at least one).
+    pub fn new(capacity: usize) -> Self {
+        MemoryAuditStore {
+            capacity: capacity.max(1),
+            inner: Mutex::new(Kept {
+                entries: VecDeque::new(),
+                before_first: GENESIS,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Kept> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Default for MemoryAuditStore {
+    fn default() -> Self {
+        Self::new(DEFAULT_KEPT)
+    }
+}
+
+fn decode(hash: &str) -> Result<[u8; 32], StoreError> {
+    hex::decode(hash)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| StoreError(format!("stored hash {hash:?} is not 32 bytes of hex")))
+}
+
+impl AuditStore for MemoryAuditStore {
+    fn audit_start(&self) -> Result<(u64, [u8; 32]), StoreError> {
+        let kept = self.lock();
+        Ok((kept.entries.front().map_or(1, |e| e.seq), kept.before_first))
+    }
+
+    fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {
+        match self.lock().entries.back() {
+            Some(last) => Ok(Some((last.seq, decode(&last.hash)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn append_audit(&self, entries: &[StoredEntry]) -> Result<(), StoreError> {
+        let mut kept = self.lock();
+        kept.entries.extend(entries.iter().cloned());
+        while kept.entries.len() > self.capacity {
+            if let Some(dropped) = kept.entries.pop_front() {
+                kept.before_first = decode(&dropped.hash)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<StoredEntry>, StoreError> {
+        let kept = self.lock();
+        let first = kept.entries.front().map_or(1, |e| e.seq);
+        let skip = from.saturating_sub(first) as usize;
+        Ok(kept
+            .entries
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::entry::chain;
+
+    #[test]
+    fn a_bounded_store_still_verifies_what_it_keeps() {
+        let store = MemoryAuditStore::new(3);
+        let mut previous = GENESIS;
+        for seq in 1..=10u64 {
+            let entry = format!("<audit-entry n=\"{seq}\"></audit-entry>");
+            previous = chain(&previous, &entry);
+            store
+                .append_audit(&[StoredEntry {
+                    seq,
+                    entry,
+                    hash: hex::encode(previous),
+                }])
+                .unwrap();
+        }
+        assert_eq!(store.audit_start().unwrap().0, 8);
+        let verified = store.verify().unwrap().unwrap();
+        assert_eq!((verified.count, verified.head), (3, hex::encode(previous)));
+        assert_eq!(store.audit_entries(9, 10).unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,341 @@
+//! The SQLite backend: one file in the data directory, WAL, `synchronous =
+//! FULL` (a committed write survives a crash of the process or the
+//! machine), and a versioned schema migrated on open.
+
+use crate::audit::{AuditStore, StoredEntry, GENESIS};
+use crate::privileged::{AdmittedAgent, StoreError, StructureStore};
+use crate::runtime::{AgentLimits, ComponentHash};
+use rusqlite::{params, Connection, OptionalExtension as _};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The schema this build writes; older files are migrated step by step.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Each step takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: structure and the audit log.
+    "CREATE TABLE command_ids (id TEXT PRIMARY KEY, expires INTEGER NOT NULL);
+     CREATE TABLE agents (
+         name TEXT PRIMARY KEY,
+         listens TEXT NOT NULL,
+         description TEXT NOT NULL,
+         limits TEXT NOT NULL,
+         sha256 TEXT NOT NULL,
+         component BLOB NOT NULL
+     );
+     CREATE TABLE audit (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL, hash TEXT NOT NULL);",
+];
+
+/// A store in one SQLite file.
+pub struct SqliteStore {
+    connection: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+fn failed(error: rusqlite::Error) -> StoreError {
+    StoreError(format!("sqlite: {error}"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
+        }
+        let mut connection = Connection::open(path).map_err(failed)?;
+        connection
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(failed)?;
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(failed)?;
+        connection
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(failed)?;
+        let version: i64 = connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(failed)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError(format!(
+                "{} has schema version {version}; this build knows up to {SCHEMA_VERSION}",
+                path.display()
+            )));
+        }
+        for (step, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let transaction = connection.transaction().map_err(failed)?;
+            transaction.execute_batch(sql).map_err(failed)?;
+            transaction
+                .pragma_update(None, "user_version", step as i64 + 1)
+                .map_err(failed)?;
+            transaction.commit().map_err(failed)?;
+        }
+        Ok(SqliteStore {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.connection.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `key=value` lines for a set of limits.
+fn write_limits(limits: &AgentLimits) -> String {
+    format!(
+        "fuel={}\nmemory_bytes={}\ntimeout_ms={}\nmax_concurrent={}\nmax_queued={}\n\
+         session_timeout={}\nmax_emitted_payloads={}\nmax_emitted_bytes={}\nmax_log_bytes={}\n",
+        limits.fuel,
+        limits.memory_bytes,
+        limits.timeout_ms,
+        limits.max_concurrent,
+        limits.max_queued,
+        limits.session_timeout.as_secs(),
+        limits.max_emitted_payloads,
+        limits.max_emitted_bytes,
+        limits.max_log_bytes
+    )
+}
+
+/// Reads [`write_limits`]' text; unknown keys are ignored and missing ones
+/// take their defaults.
+fn read_limits(text: &str) -> AgentLimits {
+    let mut limits = AgentLimits::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<u64>() else {
+            continue;
+        };
+        let size = usize::try_from(value).unwrap_or(usize::MAX);
+        match key.trim() {
+            "fuel" => limits.fuel = value,
+            "memory_bytes" => limits.memory_bytes = size,
+            "timeout_ms" => limits.timeout_ms = value,
+            "max_concurrent" => limits.max_concurrent = size,
+            "max_queued" => limits.max_queued = size,
+            "session_timeout" => limits.session_timeout = Duration::from_secs(value),
+            "max_emitted_payloads" => limits.max_emitted_payloads = size,
+            "max_emitted_bytes" => limits.max_emitted_bytes = size,
+            "max_log_bytes" => limits.max_log_bytes = size,
+            _ => {}
+        }
+    }
+    limits
+}
+
+impl StructureStore for SqliteStore {
+    fn claim_command_id(&self, id: &str, expires: u64, now: u64) -> Result<bool, StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(failed)?;
+        transaction
+            .execute(
+                "DELETE FROM command_ids WHERE expires < ?1",
+                params![now as i64],
+            )
+            .map_err(failed)?;
+        let inserted = transaction
+            .execute(
+                "INSERT OR IGNORE INTO command_ids (id, expires) VALUES (?1, ?2)",
+                params![id, expires as i64],
+            )
+            .map_err(failed)?;
+        transaction.commit().map_err(failed)?;
+        Ok(inserted == 1)
+    }
+
+    fn admitted_agents(&self) -> Result<Vec<AdmittedAgent>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(
+                "SELECT name, listens, description, limits, sha256, component FROM agents ORDER BY name",
+            )
+            .map_err(failed)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, Vec<u8>>(5)?,
+                ))
+            })
+            .map_err(failed)?;
+        let mut agents = Vec::new();
+        for row in rows {
+            let (name, listens, description, limits, sha256, component) = row.map_err(failed)?;
+            let actual = ComponentHash::of(&component).to_string();
+            if actual != sha256 {
+                return Err(StoreError(format!(
+                    "the stored component of agent `{name}` has SHA-256 {actual}, not its admitted {sha256}"
+                )));
+            }
+            agents.push(AdmittedAgent {
+                name,
+                listens: listens.lines().map(str::to_owned).collect(),
+                description,
+                limits: read_limits(&limits),
+                component,
+            });
+        }
+        Ok(agents)
+    }
+
+    fn save_agent(&self, agent: &AdmittedAgent) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO agents (name, listens, description, limits, sha256, component)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    agent.name,
+                    agent.listens.join("\n"),
+                    agent.description,
+                    write_limits(&agent.limits),
+                    ComponentHash::of(&agent.component).to_string(),
+                    agent.component
+                ],
+            )
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    fn forget_agent(&self, name: &str) -> Result<(), StoreError> {
+        self.lock()
+            .execute("DELETE FROM agents WHERE name = ?1", params![name])
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    fn is_persistent(&self) -> bool {
+        true
+    }
+}
+
+fn decode_hash(hash: &str) -> Result<[u8; 32], StoreError> {
+    hex::decode(hash)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| StoreError(format!("stored hash {hash:?} is not 32 bytes of hex")))
+}
+
+impl AuditStore for SqliteStore {
+    fn audit_start(&self) -> Result<(u64, [u8; 32]), StoreError> {
+        Ok((1, GENESIS))
+    }
+
+    fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {
+        let head: Option<(i64, String)> = self
+            .lock()
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(failed)?;
+        match head {
+            Some((seq, hash)) => Ok(Some((seq as u64, decode_hash(&hash)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn append_audit(&self, entries: &[StoredEntry]) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(failed)?;
+        {
+            let mut insert = transaction
+                .prepare_cached("INSERT INTO audit (seq, entry, hash) VALUES (?1, ?2, ?3)")
+                .map_err(failed)?;
+            for entry in entries {
+                insert
+                    .execute(params![entry.seq as i64, entry.entry, entry.hash])
+                    .map_err(failed)?;
+            }
+        }
+        transaction.commit().map_err(failed)
+    }
+
+    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<StoredEntry>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT seq, entry, hash FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(failed)?;
+        let rows = statement
+            .query_map(params![from as i64, limit as i64], |row| {
+                Ok(StoredEntry {
+                    seq: row.get::<_, i64>(0)? as u64,
+                    entry: row.get(1)?,
+                    hash: row.get(2)?,
+                })
+            })
+            .map_err(failed)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_round_trip() {
+        let limits = AgentLimits {
+            fuel: 7,
+            memory_bytes: 1 << 20,
+            session_timeout: Duration::from_secs(9),
+            ..AgentLimits::default()
+        };
+        assert_eq!(read_limits(&write_limits(&limits)), limits);
+        assert_eq!(read_limits("nonsense\nfuel=x\n"), AgentLimits::default());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite3");
+        drop(SqliteStore::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let error = SqliteStore::open(&path).unwrap_err();
+        assert!(error.to_string().contains("schema version"), "{error}");
+    }
+
+    #[test]
+    fn a_tampered_component_is_caught_on_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite3");
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .save_agent(&AdmittedAgent {
+                name: "a".into(),
+                listens: vec!["t".into()],
+                description: String::new(),
+                limits: AgentLimits::default(),
+                component: vec![1, 2, 3],
+            })
+            .unwrap();
+        store
+            .lock()
+            .execute("UPDATE agents SET component = x'010204'", [])
+            .unwrap();
+        assert!(store
+            .admitted_agents()
+            .unwrap_err()
+            .to_string()
+            .contains("SHA-256"));
+    }
+}

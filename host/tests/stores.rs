@@ -1,0 +1,166 @@
+//! The storage traits, run against every backend this build has: the same
+//! test body for each.
+
+use agentserver::audit::{canonical_entry, chain, AuditLog, StoredEntry, GENESIS};
+use agentserver::bus::{AuditKind, AuditRecord, AuditSink as _, SessionId, ThreadId};
+use agentserver::privileged::AdmittedAgent;
+use agentserver::runtime::AgentLimits;
+use agentserver::store::{StorageConfig, Stores};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Each backend, opened fresh in its own folder (kept alive with it), and
+/// a way to open the same backend again (a restart).
+fn backends() -> Vec<(&'static str, tempfile::TempDir, StorageConfig)> {
+    vec![
+        (
+            "memory",
+            tempfile::tempdir().unwrap(),
+            StorageConfig::Memory,
+        ),
+        (
+            "sqlite",
+            tempfile::tempdir().unwrap(),
+            StorageConfig::Sqlite,
+        ),
+    ]
+}
+
+fn agent(name: &str, fuel: u64) -> AdmittedAgent {
+    AdmittedAgent {
+        name: name.into(),
+        listens: vec![format!("{name}-tag"), "{urn:x}other".into()],
+        description: "An agent & more".into(),
+        limits: AgentLimits {
+            fuel,
+            ..AgentLimits::default()
+        },
+        component: vec![0, 97, 115, 109, 1, 2, 3],
+    }
+}
+
+#[test]
+fn command_ids_are_single_use_on_every_backend() {
+    for (name, dir, config) in backends() {
+        let stores = Stores::open(&config, dir.path()).unwrap();
+        let ids = &stores.structure;
+        assert!(ids.claim_command_id("a", 100, 10).unwrap(), "{name}");
+        assert!(!ids.claim_command_id("a", 100, 10).unwrap(), "{name}");
+        assert!(ids.claim_command_id("b", 100, 10).unwrap(), "{name}");
+        if ids.is_persistent() {
+            let reopened = Stores::open(&config, dir.path()).unwrap();
+            assert!(
+                !reopened.structure.claim_command_id("a", 100, 20).unwrap(),
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn admitted_agents_are_kept_replaced_and_forgotten_on_every_backend() {
+    for (name, dir, config) in backends() {
+        let stores = Stores::open(&config, dir.path()).unwrap();
+        stores.structure.save_agent(&agent("one", 5)).unwrap();
+        stores.structure.save_agent(&agent("two", 6)).unwrap();
+        stores.structure.save_agent(&agent("one", 7)).unwrap();
+        let kept = stores.structure.admitted_agents().unwrap();
+        assert_eq!(kept, vec![agent("one", 7), agent("two", 6)], "{name}");
+        stores.structure.forget_agent("two").unwrap();
+        stores.structure.forget_agent("never").unwrap();
+        assert_eq!(
+            stores.structure.admitted_agents().unwrap(),
+            vec![agent("one", 7)],
+            "{name}"
+        );
+        if stores.structure.is_persistent() {
+            let reopened = Stores::open(&config, dir.path()).unwrap();
+            assert_eq!(
+                reopened.structure.admitted_agents().unwrap(),
+                vec![agent("one", 7)],
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_audit_log_chains_across_reopening_on_every_backend() {
+    let session = SessionId::from_string("s");
+    let thread = ThreadId::from_client("t");
+    for (name, dir, config) in backends() {
+        let stores = Stores::open(&config, dir.path()).unwrap();
+        let record = |log: &AuditLog, i: u32| {
+            log.record(AuditRecord {
+                kind: AuditKind::Message,
+                thread: Some(&thread),
+                session: &session,
+                from: "user:a",
+                tag: "echo",
+                depth: i,
+                canonical: "<echo>x</echo>",
+            })
+        };
+        {
+            let log = AuditLog::open(Arc::clone(&stores.audit)).unwrap();
+            (0..300).for_each(|i| record(&log, i));
+            assert!(log.flush(Duration::from_secs(10)), "{name}");
+        }
+        let stores = if stores.structure.is_persistent() {
+            Stores::open(&config, dir.path()).unwrap()
+        } else {
+            stores
+        };
+        {
+            let log = AuditLog::open(Arc::clone(&stores.audit)).unwrap();
+            (0..5).for_each(|i| record(&log, i));
+        }
+        let verified = stores.audit.verify().unwrap().unwrap();
+        assert_eq!(verified.count, 305, "{name}");
+        assert_eq!(
+            stores.audit.thread_entries("t").unwrap().len(),
+            305,
+            "{name}"
+        );
+        assert!(
+            stores.audit.thread_entries("other").unwrap().is_empty(),
+            "{name}"
+        );
+
+        // An entry whose hash does not follow is named.
+        let (seq, previous) = stores.audit.audit_head().unwrap().unwrap();
+        let forged = canonical_entry(
+            seq + 1,
+            0,
+            &AuditRecord {
+                kind: AuditKind::Message,
+                thread: None,
+                session: &session,
+                from: "user:a",
+                tag: "echo",
+                depth: 0,
+                canonical: "<echo>forged</echo>",
+            },
+        );
+        let wrong = chain(&GENESIS, &forged);
+        assert_ne!(wrong, chain(&previous, &forged));
+        stores
+            .audit
+            .append_audit(&[StoredEntry {
+                seq: seq + 1,
+                entry: forged,
+                hash: hex_encode(&wrong),
+            }])
+            .unwrap();
+        let broken = stores.audit.verify().unwrap().unwrap_err();
+        assert_eq!(
+            broken.to_string(),
+            format!("audit entry {} is broken: its hash does not match its contents and the previous entry", seq + 1),
+            "{name}"
+        );
+    }
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
