@@ -57,7 +57,8 @@ async fn plaintext_connections_get_nothing() {
 async fn each_user_sees_exactly_their_catalog() {
     let server = server().await;
     let (_alice, catalog) = server.login("alice").await;
-    assert!(catalog.starts_with("<catalog session=\""), "{catalog}");
+    assert!(catalog.starts_with("<catalog resume-token=\""), "{catalog}");
+    assert!(catalog.contains("\" session=\""), "{catalog}");
     assert!(
         catalog.contains(" session-timeout=\"1800\" user=\"alice\">"),
         "{catalog}"

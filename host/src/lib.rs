@@ -10,6 +10,7 @@
 //! - [`audit`] — the hash-chained audit log.
 //! - [`store`] — the storage backends (memory, SQLite).
 //! - [`privileged`] — the organism's identity and signed structural change.
+//! - [`session`] — sessions that outlive sockets: resume tokens, expiry.
 //! - [`server`] — the TLS-only WSS port that carries all of it.
 //! - [`client`] — a WSS client for the CLI, tests and tools.
 //! - [`cli`] — the command-line subcommands (the binary only parses and dispatches).
@@ -22,5 +23,6 @@ pub mod client;
 pub mod privileged;
 pub mod runtime;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod xml;

@@ -20,6 +20,7 @@
 //! | `pong`    | answers `<ping/>`                                   |
 //! | `spray`   | answers 200 `<spray/>` (feeds itself, exponentially) |
 //! | `forge`   | emits its text as a payload of its own (forgery attempts) |
+//! | `quit`    | emits `<end-session/>`: ends the caller's session       |
 //! | anything else | answers `<ok/>`                                 |
 
 use agentserver_guest::{export_agent, log, xml, Agent, Envelope, Failure};
@@ -83,6 +84,7 @@ impl Agent for Hostile {
             "pong" => Ok(vec!["<ping/>".into()]),
             "spray" => Ok(vec!["<spray/>".into(); 200]),
             "forge" => Ok(vec![xml::Element::parse(&msg.payload)?.text()]),
+            "quit" => Ok(vec!["<end-session/>".into()]),
             _ => Ok(vec!["<ok/>".into()]),
         }
     }

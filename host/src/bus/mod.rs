@@ -319,6 +319,23 @@ impl BusInner {
         self.lock_threads().remove(id);
     }
 
+    /// Ends `session`: its threads stop, its agent instances are dropped,
+    /// its outbox is closed (what is in it can still be read).
+    pub(crate) fn end_session(&self, session: &SessionEntry) {
+        session.mark_ended();
+        let threads: Vec<ThreadId> = session.threads().drain(..).collect();
+        {
+            let mut all = self.lock_threads();
+            for id in &threads {
+                if let Some(thread) = all.remove(id) {
+                    thread.end();
+                }
+            }
+        }
+        self.end_session_instances(session);
+        session.outbox.close();
+    }
+
     fn end_session_instances(&self, session: &SessionEntry) {
         for listener in self.table().agents() {
             let ListenerTarget::Local(agent) = &listener.target;
@@ -369,18 +386,7 @@ impl Session {
     /// Ends the session: its threads stop, its agent instances are dropped,
     /// its outbox is closed (what is in it can still be read).
     pub fn end(&self) {
-        self.entry.mark_ended();
-        let threads: Vec<ThreadId> = self.entry.threads().drain(..).collect();
-        {
-            let mut all = self.bus.lock_threads();
-            for id in &threads {
-                if let Some(thread) = all.remove(id) {
-                    thread.end();
-                }
-            }
-        }
-        self.bus.end_session_instances(&self.entry);
-        self.entry.outbox.close();
+        self.bus.end_session(&self.entry);
     }
 }
 

@@ -101,6 +101,11 @@ impl Outbox {
         self.len() == 0
     }
 
+    /// Whether the outbox was closed.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Closes the outbox: pushes are refused, pops drain what is left.
     pub fn close(&self) {
         self.lock().closed = true;

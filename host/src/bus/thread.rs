@@ -309,6 +309,11 @@ impl BusInner {
         if thread.session.outbox.push(frame.as_str().into()) {
             self.metrics.delivered_to_session();
         }
+        // An agent may end the session: the client gets the `<end-session/>`
+        // first, then the session ends as if the client had sent it.
+        if matches!(hop.from, Sender::Agent(_)) && hop.payload.tag().as_str() == "end-session" {
+            self.end_session(&thread.session);
+        }
     }
 
     /// Ends `thread` with `refusal` sent to its session.

@@ -99,6 +99,12 @@ pub struct Config {
     pub messages_per_second: u32,
     /// Messages one connection may send in a burst. Default 100.
     pub message_burst: u32,
+    /// Frames kept for a session while no socket takes them (past it the
+    /// oldest are dropped and counted). Default 1,000.
+    pub max_pending_frames: usize,
+    /// Seconds a session outlives its socket. Default: the longest
+    /// `session_timeout` of the boot agents, or 1,800.
+    pub session_timeout: Option<u64>,
     /// Agent instances the runtime's pool holds, all agents together.
     /// Default 1,000.
     pub max_instances: u32,
@@ -191,6 +197,10 @@ impl Config {
             message_burst: reader
                 .integer(root, "message_burst")?
                 .map_or(100, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+            max_pending_frames: reader
+                .integer(root, "max_pending_frames")?
+                .map_or(1_000, |n| (n as usize).max(1)),
+            session_timeout: reader.integer(root, "session_timeout")?,
             max_instances: reader
                 .integer(root, "max_instances")?
                 .map_or(1_000, |n| u32::try_from(n).unwrap_or(u32::MAX)),

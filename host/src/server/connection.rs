@@ -14,6 +14,7 @@ use super::State;
 use crate::auth::{Allow, AuthenticatedUser};
 use crate::bus::{Capability, Grants, RefusalKind, Session};
 use crate::privileged::Carrier;
+use crate::session::Attached;
 use crate::xml::{ingest, Limits, Tag};
 use futures::{SinkExt as _, StreamExt as _};
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -42,17 +43,40 @@ pub(crate) async fn serve(state: Arc<State>, websocket: HyperWebsocket, peer: So
         return;
     };
     let _open = Counted::new(&state.counters.connections);
-    let Some(user) = authenticate(&state, &mut ws, peer).await else {
+    let Some(login) = authenticate(&state, &mut ws, peer).await else {
         state.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
         close(&mut ws, CloseCode::Policy, AUTH_FAILED).await;
         return;
     };
-    let Some(_slot) = state.claim_connection(user.name()) else {
+    let user = match &login {
+        Login::Fresh(user) => user.name().to_owned(),
+        Login::Resumed(attached) => attached.user.clone(),
+    };
+    let Some(_slot) = state.claim_connection(&user) else {
+        if let Login::Resumed(attached) = &login {
+            state
+                .sessions
+                .detach(attached.session.id(), &attached.attachment, Instant::now());
+        }
         close(&mut ws, CloseCode::Policy, "too many connections").await;
         return;
     };
     let _session_count = Counted::new(&state.counters.sessions);
-    let session = state.bus.open_session(user.name(), grants(user.allow()));
+    let (attached, resumed) = match login {
+        Login::Fresh(user) => {
+            let session = state.bus.open_session(user.name(), grants(user.allow()));
+            let timeout = Duration::from_secs(state.session_timeout_seconds);
+            (state.sessions.create(session, user.name(), timeout), false)
+        }
+        Login::Resumed(attached) => {
+            // Grants may have changed while the client was away.
+            if let Some(entry) = state.auth.users().get(&attached.user) {
+                attached.session.set_grants(grants(&entry.allow));
+            }
+            (attached, true)
+        }
+    };
+    let session = attached.session.clone();
     let outcome = Connection {
         state: Arc::clone(&state),
         session: session.clone(),
@@ -62,20 +86,47 @@ pub(crate) async fn serve(state: Arc<State>, websocket: HyperWebsocket, peer: So
         catalog: Vec::new(),
         command_in_flight: Arc::new(AtomicBool::new(false)),
     }
-    .run(&mut ws)
+    .run(&mut ws, &attached, resumed)
     .await;
-    session.end();
     let (code, reason) = match outcome {
-        Ending::ClientClosed => return,
-        Ending::EndSession => (CloseCode::Normal, "session ended"),
+        Ending::ClientClosed => {
+            state
+                .sessions
+                .detach(session.id(), &attached.attachment, Instant::now());
+            return;
+        }
+        Ending::EndSession => {
+            state.sessions.end(session.id());
+            (CloseCode::Normal, "session ended")
+        }
         Ending::Flooding => {
+            state.sessions.end(session.id());
             state.counters.flood_closes.fetch_add(1, Ordering::Relaxed);
             (CloseCode::Policy, "flooding")
         }
-        Ending::Idle => (CloseCode::Normal, "idle timeout"),
-        Ending::Shutdown => (CloseCode::Away, "server shutting down"),
+        Ending::Idle => {
+            state
+                .sessions
+                .detach(session.id(), &attached.attachment, Instant::now());
+            (CloseCode::Normal, "idle timeout")
+        }
+        Ending::TakenOver => (CloseCode::Policy, "session resumed elsewhere"),
+        Ending::Shutdown => {
+            state
+                .sessions
+                .detach(session.id(), &attached.attachment, Instant::now());
+            (CloseCode::Away, "server shutting down")
+        }
     };
     close(&mut ws, code, reason).await;
+}
+
+/// A successful first frame.
+enum Login {
+    /// `<authenticate>`: a new session.
+    Fresh(AuthenticatedUser),
+    /// `<resume-session>`: an existing one, taken over by this socket.
+    Resumed(Attached),
 }
 
 /// The tags a user's `allow` list grants.
@@ -91,7 +142,7 @@ async fn authenticate(
     state: &State,
     ws: &mut HyperWebsocketStream,
     peer: SocketAddr,
-) -> Option<AuthenticatedUser> {
+) -> Option<Login> {
     let first = tokio::time::timeout(AUTH_TIMEOUT, ws.next())
         .await
         .ok()??
@@ -104,26 +155,53 @@ async fn authenticate(
         ..Limits::default()
     };
     let payload = ingest(text.as_bytes(), &limits).ok()?.payloads.pop()?;
-    if payload.tag().as_str() != "authenticate" {
-        return None;
-    }
-    let user = payload.root_attribute("user")?;
-    let code = payload.root_attribute("totp")?;
-    match state.auth.login(&user, &code, peer.ip(), SystemTime::now()) {
-        Ok(user) => {
-            tracing::info!(user = user.name(), %peer, "logged in");
-            Some(user)
+    match payload.tag().as_str() {
+        "authenticate" => {
+            let user = payload.root_attribute("user")?;
+            let code = payload.root_attribute("totp")?;
+            match state.auth.login(&user, &code, peer.ip(), SystemTime::now()) {
+                Ok(user) => {
+                    tracing::info!(user = user.name(), %peer, "logged in");
+                    Some(Login::Fresh(user))
+                }
+                Err(reason) => {
+                    tracing::info!(%peer, %reason, "login refused");
+                    None
+                }
+            }
         }
-        Err(reason) => {
-            tracing::info!(%peer, %reason, "login refused");
-            None
+        "resume-session" => {
+            if state
+                .resume_failures
+                .is_blocked(&peer.ip().to_string(), Instant::now())
+            {
+                tracing::info!(%peer, "resume refused: too many failures");
+                return None;
+            }
+            let id = payload.root_attribute("id")?;
+            let token = payload.root_attribute("token")?;
+            match state.sessions.resume(&id, &token, Instant::now()) {
+                Ok(attached) => {
+                    tracing::info!(user = %attached.user, %peer, "session resumed");
+                    Some(Login::Resumed(attached))
+                }
+                Err(reason) => {
+                    state
+                        .resume_failures
+                        .record_failure(&peer.ip().to_string(), Instant::now());
+                    tracing::info!(%peer, %reason, "resume refused");
+                    None
+                }
+            }
         }
+        _ => None,
     }
 }
 
 /// How a connection ended.
 enum Ending {
     ClientClosed,
+    TakenOver,
     EndSession,
     Flooding,
     Idle,
@@ -133,7 +211,7 @@ enum Ending {
 struct Connection {
     state: Arc<State>,
     session: Session,
-    user: AuthenticatedUser,
+    user: String,
     flood: FloodGuard,
     last_seen: Instant,
     catalog: Vec<Capability>,
@@ -142,27 +220,44 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self, ws: &mut HyperWebsocketStream) -> Ending {
+    async fn run(
+        mut self,
+        ws: &mut HyperWebsocketStream,
+        attached: &Attached,
+        resumed: bool,
+    ) -> Ending {
         let mut changes = self.state.bus.changes();
         let mut grant_changes = self.state.privileged.grant_changes();
         let mut shutdown = self.state.shutdown.clone();
+        let outbox = Arc::clone(self.session.outbox());
+        if resumed {
+            // What arrived while the client was away comes first, in order.
+            while let Some(frame) = outbox.try_pop() {
+                if ws.send(Message::text(frame.to_string())).await.is_err() {
+                    return Ending::ClientClosed;
+                }
+            }
+        }
         self.catalog = capabilities(&self.state.bus.table(), &self.session.grants());
         let first = catalog_frame(
             CatalogHeader {
-                user: self.user.name(),
+                user: &self.user,
                 session: self.session.id().as_str(),
                 session_timeout: Some(self.state.session_timeout_seconds),
+                resume_token: Some(&attached.token),
+                resumed,
             },
             &self.catalog,
         );
         if ws.send(Message::text(first)).await.is_err() {
             return Ending::ClientClosed;
         }
+        let taken_over = Arc::clone(&attached.attachment.taken_over);
         let mut keepalive = tokio::time::interval(PING_INTERVAL);
         keepalive.tick().await;
-        let outbox = Arc::clone(self.session.outbox());
         loop {
             tokio::select! {
+                () = taken_over.notified() => return Ending::TakenOver,
                 frame = ws.next() => {
                     let Some(Ok(frame)) = frame else {
                         return Ending::ClientClosed;
@@ -227,7 +322,7 @@ impl Connection {
     /// Takes the user's grants from the user directory again (after a
     /// signed grant or revoke).
     fn reload_grants(&self) {
-        if let Some(entry) = self.state.auth.users().get(self.user.name()) {
+        if let Some(entry) = self.state.auth.users().get(&self.user) {
             self.session.set_grants(grants(&entry.allow));
         }
     }
@@ -245,7 +340,7 @@ impl Connection {
         let outbox = Arc::clone(self.session.outbox());
         let in_flight = Arc::clone(&self.command_in_flight);
         let carrier = Carrier {
-            from: format!("user:{}", self.user.name()),
+            from: format!("user:{}", &self.user),
             session: self.session.id().clone(),
         };
         let frame = frame.to_vec();
@@ -320,9 +415,11 @@ impl Connection {
         self.catalog = fresh;
         let frame = catalog_frame(
             CatalogHeader {
-                user: self.user.name(),
+                user: &self.user,
                 session: self.session.id().as_str(),
                 session_timeout: None,
+                resume_token: None,
+                resumed: false,
             },
             &self.catalog,
         );

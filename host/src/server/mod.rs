@@ -27,7 +27,7 @@ pub use config::{AgentConfig, Config, ConfigError, StorageConfig};
 pub use flood::{FloodGuard, FloodLimits};
 
 use crate::audit::AuditLog;
-use crate::auth::{AuthConfig, Authenticator, Users, UsersError};
+use crate::auth::{AuthConfig, Authenticator, FailureLimiter, Users, UsersError};
 use crate::bus::{
     AgentName, AuditSink, Bus, BusConfig, Listener, ListenerTarget, SessionId, TableError,
 };
@@ -36,6 +36,7 @@ use crate::privileged::{
     Verdict,
 };
 use crate::runtime::{ComponentHash, LoadError, Runtime, RuntimeConfig, RuntimeError};
+use crate::session::SessionRegistry;
 use crate::store::Stores;
 use crate::xml::Tag;
 use hyper::service::service_fn;
@@ -122,6 +123,10 @@ pub(crate) struct State {
     pub(crate) max_connections_per_user: usize,
     pub(crate) session_timeout_seconds: u64,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Every live session, attached to a socket or waiting for a resume.
+    pub(crate) sessions: SessionRegistry,
+    /// Failed resumes per peer address (the login path counts its own).
+    pub(crate) resume_failures: FailureLimiter,
     per_user: Mutex<HashMap<String, usize>>,
     _runtime: Arc<Runtime>,
 }
@@ -334,7 +339,13 @@ async fn assemble(
         max_instances: config.max_instances,
         ..RuntimeConfig::default()
     })?);
-    let bus = Bus::new(BusConfig::default(), Arc::clone(&audit));
+    let bus = Bus::new(
+        BusConfig {
+            outbox_capacity: config.max_pending_frames,
+            ..BusConfig::default()
+        },
+        Arc::clone(&audit),
+    );
     let auth = Arc::new(Authenticator::new(users, &AuthConfig::default()));
     let privileged = Arc::new(Privileged::new(
         PrivilegedConfig {
@@ -461,12 +472,14 @@ async fn start_inner(
             source,
         })?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let session_timeout_seconds = config
-        .agents
-        .iter()
-        .map(|a| a.limits.session_timeout.as_secs())
-        .max()
-        .unwrap_or(1_800);
+    let session_timeout_seconds = config.session_timeout.unwrap_or_else(|| {
+        config
+            .agents
+            .iter()
+            .map(|a| a.limits.session_timeout.as_secs())
+            .max()
+            .unwrap_or(1_800)
+    });
     let state = Arc::new(State {
         bus,
         auth,
@@ -483,6 +496,11 @@ async fn start_inner(
         max_connections_per_user: config.max_connections_per_user,
         session_timeout_seconds,
         shutdown: shutdown_rx.clone(),
+        sessions: SessionRegistry::new(),
+        resume_failures: {
+            let limits = AuthConfig::default();
+            FailureLimiter::new(limits.max_failures, limits.failure_window)
+        },
         per_user: Mutex::new(HashMap::new()),
         _runtime: Arc::clone(&runtime),
     });
@@ -498,7 +516,8 @@ async fn start_inner(
     })
 }
 
-/// Drops idle agent instances once a second.
+/// Once a second: ends sessions detached for longer than their timeout
+/// and drops idle agent instances.
 fn spawn_sweeper(state: &Arc<State>, mut shutdown: watch::Receiver<bool>) {
     let state = Arc::clone(state);
     tokio::spawn(async move {
@@ -506,6 +525,7 @@ fn spawn_sweeper(state: &Arc<State>, mut shutdown: watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    state.sessions.sweep(std::time::Instant::now());
                     for listener in state.bus.table().agents() {
                         let ListenerTarget::Local(agent) = &listener.target;
                         agent.evict_idle();
@@ -556,11 +576,12 @@ async fn accept(
 /// Runs the server until Ctrl-C, SIGTERM or a signed `shutdown` command,
 /// then shuts down (gracefully, unless the command said `immediate`).
 pub async fn run(config: Config) -> Result<(), ServerError> {
+    let signals = StopSignals::install();
     let server = start(config).await?;
     println!("listening on wss://{}/", server.address());
     println!("tls certificate sha256 {}", server.fingerprint());
     let mode = tokio::select! {
-        _ = wait_for_signal() => ShutdownMode::Graceful,
+        () = signals.wait() => ShutdownMode::Graceful,
         mode = server.shutdown_requested() => mode,
     };
     tracing::info!(?mode, "shutting down");
@@ -571,17 +592,48 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Ctrl-C and SIGTERM, registered when made (so a signal that comes right
+/// after start-up is not lost to the default action).
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            StopSignals {
+                terminate: signal(SignalKind::terminate()).ok(),
+                interrupt: signal(SignalKind::interrupt()).ok(),
             }
-            return;
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = next(&mut self.terminate) => {}
+                () = next(&mut self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
