@@ -13,7 +13,7 @@ AGENTS_DIR   := target/$(WASM_TARGET)/release
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all run test bench agents build toolchain pydeps browserdeps lint fmt fuzz clean
+.PHONY: all run test bench agents build toolchain pydeps sysdeps lint fmt fuzz clean
 
 all: build agents
 
@@ -25,9 +25,10 @@ agents: toolchain
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(AGENTS))
 	@for agent in $(AGENTS); do test -f $(AGENTS_DIR)/$$agent.wasm || { echo "missing $(AGENTS_DIR)/$$agent.wasm" >&2; exit 1; }; done
 
-## The browser test's tools: Debian's chromium, node, and playwright-core.
-browserdeps:
-	@command -v chromium >/dev/null && command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) chromium nodejs npm; }
+## System tools the tests use, from Debian when missing: chromium, node and
+## npm for the browser test, redis-server for the Redis backend.
+sysdeps:
+	@command -v chromium >/dev/null && command -v npm >/dev/null && command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) chromium nodejs npm redis-server; }
 	@test -d tests/browser/node_modules/playwright-core || npm --prefix tests/browser ci --no-audit --no-fund --loglevel=error
 
 ## Python packages the tests and benchmarks use (lxml, the C14N oracle;
@@ -58,7 +59,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: agents pydeps browserdeps lint
+test: agents pydeps sysdeps lint
 	$(CARGO) test --workspace
 
 bench: agents pydeps

@@ -314,3 +314,69 @@ pub async fn recv_until(client: &mut agentserver::client::Client, prefix: &str) 
         }
     }
 }
+
+/// A real `redis-server` on a free loopback port, with nothing saved to
+/// disk, stopped when dropped.
+pub struct RedisServer {
+    child: std::process::Child,
+    /// `redis://127.0.0.1:PORT`.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it answers `PING`.
+    pub fn start() -> RedisServer {
+        use std::io::{Read as _, Write as _};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server is missing: `make test` installs it (apt-get install redis-server)",
+            );
+        let mut server = RedisServer {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let answered = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut tcp| {
+                tcp.write_all(b"PING\r\n")?;
+                let mut answer = [0u8; 7];
+                tcp.read_exact(&mut answer)?;
+                Ok(&answer == b"+PONG\r\n")
+            });
+            if matches!(answered, Ok(true)) {
+                return server;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = server.child.kill();
+                panic!("redis-server did not answer on port {port} within 10 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -149,6 +149,9 @@ impl Config {
                     url: reader
                         .string(table, "url")?
                         .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()),
+                    prefix: reader
+                        .string(table, "prefix")?
+                        .unwrap_or_else(|| "agentserver".to_owned()),
                 },
                 Some(_) => {
                     return Err(reader.bad("storage.backend", "must be memory, sqlite or redis"))

@@ -6,18 +6,24 @@
 //! - `memory` (the default): nothing on disk; structure is forgotten on
 //!   restart and the audit log keeps the newest 100,000 entries.
 //! - `sqlite`: one file, [`SQLITE_FILE`], in the data directory.
+//! - `redis`: a Redis server, for several processes sharing one store; keys
+//!   start with a prefix (default `agentserver`).
 //!
 //! [`StructureStore`]: crate::privileged::StructureStore
 //! [`AuditStore`]: crate::audit::AuditStore
 
+mod redis;
 mod sqlite;
 
+pub use redis::RedisStore;
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 
 use crate::audit::{AuditStore, MemoryAuditStore};
 use crate::privileged::{MemoryStructureStore, StoreError, StructureStore};
+use crate::runtime::AgentLimits;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The SQLite backend's file name in the data directory.
 pub const SQLITE_FILE: &str = "agentserver.sqlite3";
@@ -33,6 +39,8 @@ pub enum StorageConfig {
     Redis {
         /// `redis://host:port`.
         url: String,
+        /// What every key starts with. Default `agentserver`.
+        prefix: String,
     },
 }
 
@@ -73,9 +81,75 @@ impl Stores {
                     audit: store,
                 })
             }
-            StorageConfig::Redis { .. } => Err(StoreError(
-                "the redis storage backend is not in this build yet; use memory or sqlite".into(),
-            )),
+            StorageConfig::Redis { url, prefix } => {
+                let store = Arc::new(RedisStore::open(url, prefix)?);
+                Ok(Stores {
+                    structure: store.clone(),
+                    audit: store,
+                })
+            }
         }
+    }
+}
+
+/// `key=value` lines for a set of limits.
+pub(crate) fn write_limits(limits: &AgentLimits) -> String {
+    format!(
+        "fuel={}\nmemory_bytes={}\ntimeout_ms={}\nmax_concurrent={}\nmax_queued={}\n\
+         session_timeout={}\nmax_emitted_payloads={}\nmax_emitted_bytes={}\nmax_log_bytes={}\n",
+        limits.fuel,
+        limits.memory_bytes,
+        limits.timeout_ms,
+        limits.max_concurrent,
+        limits.max_queued,
+        limits.session_timeout.as_secs(),
+        limits.max_emitted_payloads,
+        limits.max_emitted_bytes,
+        limits.max_log_bytes
+    )
+}
+
+/// Reads [`write_limits`]' text; unknown keys are ignored and missing ones
+/// take their defaults.
+pub(crate) fn read_limits(text: &str) -> AgentLimits {
+    let mut limits = AgentLimits::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<u64>() else {
+            continue;
+        };
+        let size = usize::try_from(value).unwrap_or(usize::MAX);
+        match key.trim() {
+            "fuel" => limits.fuel = value,
+            "memory_bytes" => limits.memory_bytes = size,
+            "timeout_ms" => limits.timeout_ms = value,
+            "max_concurrent" => limits.max_concurrent = size,
+            "max_queued" => limits.max_queued = size,
+            "session_timeout" => limits.session_timeout = Duration::from_secs(value),
+            "max_emitted_payloads" => limits.max_emitted_payloads = size,
+            "max_emitted_bytes" => limits.max_emitted_bytes = size,
+            "max_log_bytes" => limits.max_log_bytes = size,
+            _ => {}
+        }
+    }
+    limits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_round_trip() {
+        let limits = AgentLimits {
+            fuel: 7,
+            memory_bytes: 1 << 20,
+            session_timeout: Duration::from_secs(9),
+            ..AgentLimits::default()
+        };
+        assert_eq!(read_limits(&write_limits(&limits)), limits);
+        assert_eq!(read_limits("nonsense\nfuel=x\n"), AgentLimits::default());
     }
 }

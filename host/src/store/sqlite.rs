@@ -2,9 +2,10 @@
 //! FULL` (a committed write survives a crash of the process or the
 //! machine), and a versioned schema migrated on open.
 
+use super::{read_limits, write_limits};
 use crate::audit::{AuditStore, StoredEntry, GENESIS};
 use crate::privileged::{AdmittedAgent, StoreError, StructureStore};
-use crate::runtime::{AgentLimits, ComponentHash};
+use crate::runtime::ComponentHash;
 use rusqlite::{params, Connection, OptionalExtension as _};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -85,51 +86,6 @@ impl SqliteStore {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         self.connection.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// `key=value` lines for a set of limits.
-fn write_limits(limits: &AgentLimits) -> String {
-    format!(
-        "fuel={}\nmemory_bytes={}\ntimeout_ms={}\nmax_concurrent={}\nmax_queued={}\n\
-         session_timeout={}\nmax_emitted_payloads={}\nmax_emitted_bytes={}\nmax_log_bytes={}\n",
-        limits.fuel,
-        limits.memory_bytes,
-        limits.timeout_ms,
-        limits.max_concurrent,
-        limits.max_queued,
-        limits.session_timeout.as_secs(),
-        limits.max_emitted_payloads,
-        limits.max_emitted_bytes,
-        limits.max_log_bytes
-    )
-}
-
-/// Reads [`write_limits`]' text; unknown keys are ignored and missing ones
-/// take their defaults.
-fn read_limits(text: &str) -> AgentLimits {
-    let mut limits = AgentLimits::default();
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let Ok(value) = value.trim().parse::<u64>() else {
-            continue;
-        };
-        let size = usize::try_from(value).unwrap_or(usize::MAX);
-        match key.trim() {
-            "fuel" => limits.fuel = value,
-            "memory_bytes" => limits.memory_bytes = size,
-            "timeout_ms" => limits.timeout_ms = value,
-            "max_concurrent" => limits.max_concurrent = size,
-            "max_queued" => limits.max_queued = size,
-            "session_timeout" => limits.session_timeout = Duration::from_secs(value),
-            "max_emitted_payloads" => limits.max_emitted_payloads = size,
-            "max_emitted_bytes" => limits.max_emitted_bytes = size,
-            "max_log_bytes" => limits.max_log_bytes = size,
-            _ => {}
-        }
-    }
-    limits
 }
 
 impl StructureStore for SqliteStore {
@@ -290,18 +246,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limits_round_trip() {
-        let limits = AgentLimits {
-            fuel: 7,
-            memory_bytes: 1 << 20,
-            session_timeout: Duration::from_secs(9),
-            ..AgentLimits::default()
-        };
-        assert_eq!(read_limits(&write_limits(&limits)), limits);
-        assert_eq!(read_limits("nonsense\nfuel=x\n"), AgentLimits::default());
-    }
-
-    #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.sqlite3");
@@ -316,6 +260,7 @@ mod tests {
 
     #[test]
     fn a_tampered_component_is_caught_on_restore() {
+        use crate::runtime::AgentLimits;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.sqlite3");
         let store = SqliteStore::open(&path).unwrap();

@@ -6,22 +6,43 @@ use agentserver::bus::{AuditKind, AuditRecord, AuditSink as _, SessionId, Thread
 use agentserver::privileged::AdmittedAgent;
 use agentserver::runtime::AgentLimits;
 use agentserver::store::{StorageConfig, Stores};
+use agentserver_tests::RedisServer;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Each backend, opened fresh in its own folder (kept alive with it), and
-/// a way to open the same backend again (a restart).
-fn backends() -> Vec<(&'static str, tempfile::TempDir, StorageConfig)> {
+/// A fresh backend: its name, its folder, its configuration (opening it
+/// again is a restart), and the Redis server it uses, kept alive with it.
+type Backend = (
+    &'static str,
+    tempfile::TempDir,
+    StorageConfig,
+    Option<RedisServer>,
+);
+
+/// Every backend, fresh.
+fn backends() -> Vec<Backend> {
+    let redis = RedisServer::start();
     vec![
         (
             "memory",
             tempfile::tempdir().unwrap(),
             StorageConfig::Memory,
+            None,
         ),
         (
             "sqlite",
             tempfile::tempdir().unwrap(),
             StorageConfig::Sqlite,
+            None,
+        ),
+        (
+            "redis",
+            tempfile::tempdir().unwrap(),
+            StorageConfig::Redis {
+                url: redis.url.clone(),
+                prefix: "test".into(),
+            },
+            Some(redis),
         ),
     ]
 }
@@ -41,7 +62,7 @@ fn agent(name: &str, fuel: u64) -> AdmittedAgent {
 
 #[test]
 fn command_ids_are_single_use_on_every_backend() {
-    for (name, dir, config) in backends() {
+    for (name, dir, config, _redis) in backends() {
         let stores = Stores::open(&config, dir.path()).unwrap();
         let ids = &stores.structure;
         assert!(ids.claim_command_id("a", 100, 10).unwrap(), "{name}");
@@ -59,7 +80,7 @@ fn command_ids_are_single_use_on_every_backend() {
 
 #[test]
 fn admitted_agents_are_kept_replaced_and_forgotten_on_every_backend() {
-    for (name, dir, config) in backends() {
+    for (name, dir, config, _redis) in backends() {
         let stores = Stores::open(&config, dir.path()).unwrap();
         stores.structure.save_agent(&agent("one", 5)).unwrap();
         stores.structure.save_agent(&agent("two", 6)).unwrap();
@@ -88,7 +109,7 @@ fn admitted_agents_are_kept_replaced_and_forgotten_on_every_backend() {
 fn the_audit_log_chains_across_reopening_on_every_backend() {
     let session = SessionId::from_string("s");
     let thread = ThreadId::from_client("t");
-    for (name, dir, config) in backends() {
+    for (name, dir, config, _redis) in backends() {
         let stores = Stores::open(&config, dir.path()).unwrap();
         let record = |log: &AuditLog, i: u32| {
             log.record(AuditRecord {

@@ -1,0 +1,236 @@
+//! The Redis backend, for several processes sharing one store. Every key
+//! starts with a prefix (default `agentserver`):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P:command:ID` | string, expiring with the command | a used command id (`SET NX EX`) |
+//! | `P:agents` | set | names of admitted agents |
+//! | `P:agent:NAME` | hash | `listens`, `description`, `limits`, `sha256`, `component` |
+//! | `P:audit` | list | `SEQ TAB HASH TAB ENTRY`, entry *n* at index *n − 1* |
+//!
+//! A write is done when Redis acknowledged it; multi-key changes go in
+//! one `MULTI`/`EXEC` transaction.
+
+use super::{read_limits, write_limits};
+use crate::audit::{AuditStore, StoredEntry, GENESIS};
+use crate::privileged::{AdmittedAgent, StoreError, StructureStore};
+use crate::runtime::ComponentHash;
+use redis::{Commands as _, Connection};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How long to wait for the server when connecting.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An agent's hash fields as read: listens, description, limits, sha256,
+/// component.
+type AgentFields = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<u8>>,
+);
+
+/// A store on a Redis server.
+pub struct RedisStore {
+    connection: Mutex<Connection>,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn failed(error: redis::RedisError) -> StoreError {
+    StoreError(format!("redis: {error}"))
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://host:port[/db]`); keys start with `prefix`.
+    pub fn open(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url).map_err(failed)?;
+        let mut connection = client
+            .get_connection_with_timeout(CONNECT_TIMEOUT)
+            .map_err(failed)?;
+        redis::cmd("PING")
+            .query::<String>(&mut connection)
+            .map_err(failed)?;
+        Ok(RedisStore {
+            connection: Mutex::new(connection),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.connection.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        let mut key = self.prefix.clone();
+        for part in parts {
+            key.push(':');
+            key.push_str(part);
+        }
+        key
+    }
+}
+
+impl StructureStore for RedisStore {
+    fn claim_command_id(&self, id: &str, expires: u64, now: u64) -> Result<bool, StoreError> {
+        // Kept for as long as the caller's clock says it is valid (at
+        // least a second; the time check refuses it after that anyway).
+        let seconds = expires.saturating_sub(now).max(1);
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key(&["command", id]))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(seconds)
+            .query(&mut *self.lock())
+            .map_err(failed)?;
+        Ok(set.is_some())
+    }
+
+    fn admitted_agents(&self) -> Result<Vec<AdmittedAgent>, StoreError> {
+        let mut connection = self.lock();
+        let mut names: Vec<String> = connection.smembers(self.key(&["agents"])).map_err(failed)?;
+        names.sort();
+        let mut agents = Vec::with_capacity(names.len());
+        for name in names {
+            let key = self.key(&["agent", &name]);
+            let (listens, description, limits, sha256, component): AgentFields =
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg(&["listens", "description", "limits", "sha256", "component"])
+                    .query(&mut *connection)
+                    .map_err(failed)?;
+            let (Some(listens), Some(limits), Some(sha256), Some(component)) =
+                (listens, limits, sha256, component)
+            else {
+                return Err(StoreError(format!(
+                    "the stored record of agent `{name}` is incomplete"
+                )));
+            };
+            let actual = ComponentHash::of(&component).to_string();
+            if actual != sha256 {
+                return Err(StoreError(format!(
+                    "the stored component of agent `{name}` has SHA-256 {actual}, not its admitted {sha256}"
+                )));
+            }
+            agents.push(AdmittedAgent {
+                name,
+                listens: listens.lines().map(str::to_owned).collect(),
+                description: description.unwrap_or_default(),
+                limits: read_limits(&limits),
+                component,
+            });
+        }
+        Ok(agents)
+    }
+
+    fn save_agent(&self, agent: &AdmittedAgent) -> Result<(), StoreError> {
+        let key = self.key(&["agent", &agent.name]);
+        redis::pipe()
+            .atomic()
+            .del(&key)
+            .hset_multiple(
+                &key,
+                &[
+                    ("listens", agent.listens.join("\n").into_bytes()),
+                    ("description", agent.description.clone().into_bytes()),
+                    ("limits", write_limits(&agent.limits).into_bytes()),
+                    (
+                        "sha256",
+                        ComponentHash::of(&agent.component).to_string().into_bytes(),
+                    ),
+                    ("component", agent.component.clone()),
+                ],
+            )
+            .sadd(self.key(&["agents"]), &agent.name)
+            .query::<()>(&mut *self.lock())
+            .map_err(failed)
+    }
+
+    fn forget_agent(&self, name: &str) -> Result<(), StoreError> {
+        redis::pipe()
+            .atomic()
+            .del(self.key(&["agent", name]))
+            .srem(self.key(&["agents"]), name)
+            .query::<()>(&mut *self.lock())
+            .map_err(failed)
+    }
+
+    fn is_persistent(&self) -> bool {
+        true
+    }
+}
+
+/// Splits a stored `SEQ TAB HASH TAB ENTRY` element.
+fn parse_element(element: &str) -> Result<StoredEntry, StoreError> {
+    let mut parts = element.splitn(3, '\t');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(seq), Some(hash), Some(entry)) => Ok(StoredEntry {
+            seq: seq.parse().map_err(|_| {
+                StoreError(format!("stored audit element has a bad number {seq:?}"))
+            })?,
+            entry: entry.to_owned(),
+            hash: hash.to_owned(),
+        }),
+        _ => Err(StoreError("a stored audit element is cut short".into())),
+    }
+}
+
+impl AuditStore for RedisStore {
+    fn audit_start(&self) -> Result<(u64, [u8; 32]), StoreError> {
+        Ok((1, GENESIS))
+    }
+
+    fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {
+        let last: Option<String> = self
+            .lock()
+            .lindex(self.key(&["audit"]), -1)
+            .map_err(failed)?;
+        let Some(last) = last else { return Ok(None) };
+        let entry = parse_element(&last)?;
+        let hash = hex::decode(&entry.hash)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| {
+                StoreError(format!(
+                    "stored hash {:?} is not 32 bytes of hex",
+                    entry.hash
+                ))
+            })?;
+        Ok(Some((entry.seq, hash)))
+    }
+
+    fn append_audit(&self, entries: &[StoredEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let elements: Vec<String> = entries
+            .iter()
+            .map(|e| format!("{}\t{}\t{}", e.seq, e.hash, e.entry))
+            .collect();
+        self.lock()
+            .rpush::<_, _, ()>(self.key(&["audit"]), elements)
+            .map_err(failed)
+    }
+
+    fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<StoredEntry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let start = from.saturating_sub(1) as isize;
+        let elements: Vec<String> = self
+            .lock()
+            .lrange(self.key(&["audit"]), start, start + limit as isize - 1)
+            .map_err(failed)?;
+        elements.iter().map(|e| parse_element(e)).collect()
+    }
+}
