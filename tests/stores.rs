@@ -185,3 +185,43 @@ fn the_audit_log_chains_across_reopening_on_every_backend() {
 fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn sessions_and_pending_frames_are_kept_on_every_persistent_backend() {
+    use agentserver::session::SessionRecord;
+    for (name, dir, config, _redis) in backends() {
+        let stores = Stores::open(&config, dir.path()).unwrap();
+        let Some(sessions) = stores.sessions.clone() else {
+            assert_eq!(
+                name, "memory",
+                "only memory keeps sessions in the registry alone"
+            );
+            continue;
+        };
+        let record = |id: &str, byte: u8| SessionRecord {
+            id: id.into(),
+            user: "alice".into(),
+            token_hash: [byte; 32],
+            timeout_secs: 60,
+        };
+        sessions.save_session(&record("s1", 1)).unwrap();
+        sessions.save_session(&record("s2", 2)).unwrap();
+        sessions.save_session(&record("s1", 3)).unwrap();
+        for seq in 0..5u64 {
+            sessions
+                .append_frame("s1", seq, &format!("<n>{seq}\ttab</n>"))
+                .unwrap();
+        }
+        sessions.append_frame("s2", 0, "<other/>").unwrap();
+        sessions.remove_frames_through("s1", 1).unwrap();
+        sessions.delete_session("s2").unwrap();
+        let reopened = Stores::open(&config, dir.path()).unwrap();
+        let loaded = reopened.sessions.unwrap().load_sessions().unwrap();
+        assert_eq!(loaded.len(), 1, "{name}");
+        let (stored, frames) = &loaded[0];
+        assert_eq!(stored, &record("s1", 3), "{name}");
+        let seqs: Vec<u64> = frames.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, [2, 3, 4], "{name}");
+        assert_eq!(frames[0].1, "<n>2\ttab</n>", "{name}");
+    }
+}

@@ -92,6 +92,7 @@ impl Server {
             ("owner2", "echo"),
             ("owner3", "echo"),
             ("alice", "hold"),
+            ("bob", "hold"),
         ] {
             let secret = agentserver::auth::add_user(&users, user, &[allow.into()]).unwrap();
             std::fs::write(
@@ -441,4 +442,95 @@ fn with_sqlite_structure_and_audit_survive_a_restart() {
 
 fn config_path(dir: &tempfile::TempDir) -> String {
     dir.path().join("organism.toml").display().to_string()
+}
+
+#[test]
+fn pending_frames_survive_kill_9_with_sqlite() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut server = Server::start_in(tempfile::tempdir().unwrap(), "sqlite");
+    // Bob keeps the server busy throughout.
+    let (mut bob, _) = login(&runtime, &server, "bob");
+    let (mut alice, catalog) = login(&runtime, &server, "alice");
+    let attribute = |name: &str| {
+        let needle = format!(" {name}=\"");
+        let at = catalog.find(&needle).unwrap() + needle.len();
+        catalog[at..at + catalog[at..].find('"').unwrap()].to_owned()
+    };
+    let (id, token) = (attribute("session"), attribute("resume-token"));
+    runtime.block_on(async {
+        for _ in 0..40 {
+            alice.send("<hold ms=\"25\"/>").await.unwrap();
+        }
+        for _ in 0..20 {
+            bob.send("<hold ms=\"10\"/>").await.unwrap();
+        }
+    });
+    // Alice goes away before her first answer; the answers pile up in the
+    // store. Once all 40 are there, the server is killed outright.
+    drop(alice);
+    let store =
+        rusqlite::Connection::open(server.dir.path().join("data/agentserver.sqlite3")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pending: i64 = store
+            .query_row(
+                "SELECT count(*) FROM frames WHERE session = ?1",
+                [&id],
+                |row| row.get(0),
+            )
+            .unwrap();
+        if pending == 40 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {pending} answers were stored"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(store);
+    server.child.kill().unwrap();
+    let _ = server.child.wait();
+    drop(bob);
+
+    let server = Server::run(server.dir);
+    let frames = runtime.block_on(async {
+        let trust = agentserver::client::Trust::Fingerprint(server.fingerprint.clone());
+        let mut client = agentserver::client::Client::connect(&server.url, &trust)
+            .await
+            .unwrap();
+        client
+            .send(&format!("<resume-session id=\"{id}\" token=\"{token}\"/>"))
+            .await
+            .unwrap();
+        let mut frames = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), client.receive()).await {
+                Ok(Ok(agentserver::client::Received::Text(text))) => {
+                    let catalog = text.starts_with("<catalog");
+                    frames.push(text);
+                    if catalog {
+                        break;
+                    }
+                }
+                other => panic!("expected frames, got {other:?} after {frames:?}"),
+            }
+        }
+        frames
+    });
+    let held = frames
+        .iter()
+        .filter(|f| f.contains("<held></held>"))
+        .count();
+    assert_eq!(
+        held, 40,
+        "every answer produced while away, once: {frames:#?}"
+    );
+    assert!(frames.last().unwrap().contains("resumed=\"true\""));
+    let dir = stop(server);
+    let verified = agentserver(&["audit", "verify", "--config", &config_path(&dir)]);
+    assert!(verified.status.success(), "{verified:?}");
 }

@@ -43,7 +43,7 @@ pub use audit::{AuditKind, AuditRecord, AuditSink, MemoryAuditSink, NoAudit, Own
 pub use frames::Refusal;
 pub use ids::{AgentName, BadAgentName, SessionId, ThreadId};
 pub use metrics::{BusMetrics, MetricsSnapshot, RefusalKind, LATENCY_BUCKETS_US};
-pub use outbox::{Frame, Outbox};
+pub use outbox::{Frame, Outbox, OutboxJournal};
 pub use session::Grants;
 pub use table::{Capability, Listener, ListenerTarget, RoutingTable, TableError};
 

@@ -7,6 +7,11 @@
 //! count="N"/>`, so the client always learns what it missed. The outbox
 //! outlives any one socket, which is what lets a session resume after a
 //! disconnect.
+//!
+//! With a persistent store, an [`OutboxJournal`] mirrors the queue: every
+//! frame is written before it is queued, and removed once the connection
+//! confirms it was sent ([`Outbox::confirm_sent`]) or it was dropped, so a
+//! restart finds exactly the frames a client has not been sent.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,19 +20,40 @@ use tokio::sync::Notify;
 /// One frame for the client: canonical XML text.
 pub type Frame = Arc<str>;
 
+/// Mirrors an outbox in a store. Failures are the journal's to report:
+/// the bus goes on with the frame in memory.
+pub trait OutboxJournal: Send + Sync {
+    /// Frame number `seq` was queued.
+    fn appended(&self, seq: u64, frame: &str);
+    /// Every frame up to and including `seq` left the queue.
+    fn removed_through(&self, seq: u64);
+}
+
 /// A bounded, drop-oldest queue of frames for one session.
-#[derive(Debug)]
 pub struct Outbox {
     state: Mutex<OutboxState>,
     ready: Notify,
     capacity: usize,
 }
 
-#[derive(Debug, Default)]
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("capacity", &self.capacity)
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
 struct OutboxState {
-    frames: VecDeque<Frame>,
+    frames: VecDeque<(u64, Frame)>,
+    next_seq: u64,
+    /// The number of the last frame popped and not yet confirmed sent.
+    popped: Option<u64>,
     dropped: u64,
     closed: bool,
+    journal: Option<Arc<dyn OutboxJournal>>,
 }
 
 impl Outbox {
@@ -44,6 +70,27 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Mirrors the outbox in `journal` from now on.
+    pub fn set_journal(&self, journal: Arc<dyn OutboxJournal>) {
+        self.lock().journal = Some(journal);
+    }
+
+    /// Puts back frames kept by a journal (after a restart), in order,
+    /// without writing them again.
+    pub fn restore(&self, frames: impl IntoIterator<Item = (u64, Frame)>) {
+        let mut state = self.lock();
+        for (seq, frame) in frames {
+            state.next_seq = state.next_seq.max(seq + 1);
+            state.frames.push_back((seq, frame));
+        }
+        while state.frames.len() > self.capacity {
+            state.frames.pop_front();
+            state.dropped += 1;
+        }
+        drop(state);
+        self.ready.notify_one();
+    }
+
     /// Queues `frame`, dropping the oldest frame if the outbox is full.
     /// Returns `false` (and queues nothing) once the outbox is closed.
     pub fn push(&self, frame: Frame) -> bool {
@@ -52,14 +99,32 @@ impl Outbox {
             if state.closed {
                 return false;
             }
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            if let Some(journal) = &state.journal {
+                journal.appended(seq, &frame);
+            }
             if state.frames.len() == self.capacity {
-                state.frames.pop_front();
+                if let Some((dropped, _)) = state.frames.pop_front() {
+                    if let Some(journal) = &state.journal {
+                        journal.removed_through(dropped);
+                    }
+                }
                 state.dropped += 1;
             }
-            state.frames.push_back(frame);
+            state.frames.push_back((seq, frame));
         }
         self.ready.notify_one();
         true
+    }
+
+    /// The last frame popped reached the client's socket: the journal may
+    /// forget it (and everything before it).
+    pub fn confirm_sent(&self) {
+        let mut state = self.lock();
+        if let (Some(seq), Some(journal)) = (state.popped.take(), &state.journal) {
+            journal.removed_through(seq);
+        }
     }
 
     /// The next frame without waiting: a frames-dropped notice first if
@@ -72,7 +137,9 @@ impl Outbox {
                 format!(r#"<error code="frames-dropped" count="{count}"></error>"#).into(),
             );
         }
-        state.frames.pop_front()
+        let (seq, frame) = state.frames.pop_front()?;
+        state.popped = Some(seq);
+        Some(frame)
     }
 
     /// Waits for the next frame; `None` once the outbox is closed and empty.

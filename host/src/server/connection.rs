@@ -236,6 +236,7 @@ impl Connection {
                 if ws.send(Message::text(frame.to_string())).await.is_err() {
                     return Ending::ClientClosed;
                 }
+                outbox.confirm_sent();
             }
         }
         self.catalog = capabilities(&self.state.bus.table(), &self.session.grants());
@@ -286,6 +287,7 @@ impl Connection {
                     if ws.send(Message::text(frame.to_string())).await.is_err() {
                         return Ending::ClientClosed;
                     }
+                    outbox.confirm_sent();
                 }
                 changed = changes.changed() => {
                     if changed.is_ok() {
@@ -312,6 +314,7 @@ impl Connection {
                         if ws.send(Message::text(frame.to_string())).await.is_err() {
                             return Ending::ClientClosed;
                         }
+                        outbox.confirm_sent();
                     }
                     return Ending::Shutdown;
                 }

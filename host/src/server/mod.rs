@@ -496,7 +496,10 @@ async fn start_inner(
         max_connections_per_user: config.max_connections_per_user,
         session_timeout_seconds,
         shutdown: shutdown_rx.clone(),
-        sessions: SessionRegistry::new(),
+        sessions: match &stores.sessions {
+            Some(store) => SessionRegistry::persistent(Arc::clone(store)),
+            None => SessionRegistry::new(),
+        },
         resume_failures: {
             let limits = AuthConfig::default();
             FailureLimiter::new(limits.max_failures, limits.failure_window)
@@ -504,6 +507,26 @@ async fn start_inner(
         per_user: Mutex::new(HashMap::new()),
         _runtime: Arc::clone(&runtime),
     });
+    let restored = state
+        .sessions
+        .restore(
+            &state.bus,
+            |user| {
+                state
+                    .auth
+                    .users()
+                    .get(user)
+                    .map(|entry| connection::grants(&entry.allow))
+            },
+            std::time::Instant::now(),
+        )
+        .map_err(ServerError::Store)?;
+    if restored > 0 {
+        tracing::info!(
+            sessions = restored,
+            "sessions restored, waiting for their clients"
+        );
+    }
     spawn_sweeper(&state, shutdown_rx.clone());
     let accept_loop = tokio::spawn(accept(listener, tls, Arc::clone(&state), shutdown_rx));
     Ok(RunningServer {

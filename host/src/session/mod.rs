@@ -6,13 +6,22 @@
 //! delivering into its outbox (bounded: past it the oldest frames are
 //! dropped and counted), and its agent instances keep their state.
 //!
+//! With a persistent [`SessionStore`], every session's record and the
+//! frames not yet sent to its client are stored as they change, and
+//! [`SessionRegistry::restore`] brings them back after a restart, detached
+//! and waiting for their clients.
+//!
 //! A client resumes with the session id and its resume token: 256 random
 //! bits, given out in the catalog, kept only as a SHA-256 hash, and replaced
 //! by a new one at every resume (the old one stops working). A resume while
 //! another socket still holds the session takes it over: the old socket is
 //! told to close.
 
-use crate::bus::{Session, SessionId};
+mod stored;
+
+pub use stored::{SessionRecord, SessionStore, StoredOutbox, StoredSession};
+
+use crate::bus::{Bus, Grants, Session, SessionId};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +83,7 @@ pub struct Attached {
 pub struct SessionRegistry {
     entries: Mutex<HashMap<SessionId, Entry>>,
     next_attachment: AtomicU64,
+    store: Option<Arc<dyn SessionStore>>,
 }
 
 impl std::fmt::Debug for SessionRegistry {
@@ -110,9 +120,81 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 impl SessionRegistry {
-    /// An empty registry.
+    /// An empty registry that keeps sessions in memory only.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty registry that also keeps sessions in `store`.
+    pub fn persistent(store: Arc<dyn SessionStore>) -> Self {
+        SessionRegistry {
+            store: Some(store),
+            ..Self::default()
+        }
+    }
+
+    fn save(&self, session: &Session, user: &str, token_hash: [u8; 32], timeout: Duration) {
+        if let Some(store) = &self.store {
+            let record = SessionRecord {
+                id: session.id().as_str().to_owned(),
+                user: user.to_owned(),
+                token_hash,
+                timeout_secs: timeout.as_secs(),
+            };
+            if let Err(error) = store.save_session(&record) {
+                tracing::error!(session = %record.id, %error, "a session could not be stored");
+            }
+        }
+    }
+
+    fn forget(&self, id: &SessionId) {
+        if let Some(store) = &self.store {
+            if let Err(error) = store.delete_session(id.as_str()) {
+                tracing::error!(session = %id.as_str(), %error, "an ended session could not be forgotten");
+            }
+        }
+    }
+
+    /// Brings back the sessions `store` kept, detached from now on, on
+    /// `bus`; `grants` says what each user may send now (`None`: the user
+    /// is gone, and so is the session). Returns how many came back.
+    pub fn restore(
+        &self,
+        bus: &Bus,
+        grants: impl Fn(&str) -> Option<Grants>,
+        now: Instant,
+    ) -> Result<usize, crate::privileged::StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let mut restored = 0;
+        for (record, frames) in store.load_sessions()? {
+            let Some(grants) = grants(&record.user) else {
+                store.delete_session(&record.id)?;
+                continue;
+            };
+            let session =
+                bus.open_session_with_id(SessionId::from_string(&record.id), &record.user, grants);
+            session
+                .outbox()
+                .restore(frames.into_iter().map(|(seq, frame)| (seq, frame.into())));
+            session
+                .outbox()
+                .set_journal(Arc::new(StoredOutbox::new(Arc::clone(store), &record.id)));
+            self.lock().insert(
+                session.id().clone(),
+                Entry {
+                    session,
+                    user: record.user,
+                    token_hash: record.token_hash,
+                    timeout: Duration::from_secs(record.timeout_secs),
+                    attachment: None,
+                    detached_since: Some(now),
+                },
+            );
+            restored += 1;
+        }
+        Ok(restored)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, Entry>> {
@@ -130,6 +212,13 @@ impl SessionRegistry {
     pub fn create(&self, session: Session, user: &str, timeout: Duration) -> Attached {
         let token = new_token();
         let attachment = self.attachment();
+        if let Some(store) = &self.store {
+            self.save(&session, user, hash(&token), timeout);
+            session.outbox().set_journal(Arc::new(StoredOutbox::new(
+                Arc::clone(store),
+                session.id().as_str(),
+            )));
+        }
         self.lock().insert(
             session.id().clone(),
             Entry {
@@ -166,6 +255,7 @@ impl SessionRegistry {
             drop(entries);
             if let Some(expired) = expired {
                 expired.session.end();
+                self.forget(&id);
             }
             return Err(ResumeError::Expired);
         }
@@ -177,6 +267,7 @@ impl SessionRegistry {
         entry.token_hash = hash(&token);
         entry.attachment = Some(attachment.clone());
         entry.detached_since = None;
+        self.save(&entry.session, &entry.user, entry.token_hash, entry.timeout);
         Ok(Attached {
             session: entry.session.clone(),
             user: entry.user.clone(),
@@ -205,6 +296,7 @@ impl SessionRegistry {
         let removed = self.lock().remove(id);
         if let Some(entry) = removed {
             entry.session.end();
+            self.forget(id);
         }
     }
 
@@ -225,6 +317,7 @@ impl SessionRegistry {
         };
         for entry in &expired {
             entry.session.end();
+            self.forget(entry.session.id());
         }
         expired.len()
     }

@@ -1,7 +1,11 @@
 //! Where the organism keeps what must outlive the process: the structure
 //! that privileged commands change ([`StructureStore`]: used command ids,
-//! agents admitted at run time with their components) and the audit log
-//! ([`AuditStore`]). One trait per concern; every backend implements all.
+//! agents admitted at run time with their components), the audit log
+//! ([`AuditStore`]) and sessions with their pending frames
+//! ([`SessionStore`]). One trait per concern; every persistent backend
+//! implements all.
+//!
+//! [`SessionStore`]: crate::session::SessionStore
 //!
 //! - `memory` (the default): nothing on disk; structure is forgotten on
 //!   restart and the audit log keeps the newest 100,000 entries.
@@ -21,6 +25,7 @@ pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 use crate::audit::{AuditStore, MemoryAuditStore};
 use crate::privileged::{MemoryStructureStore, StoreError, StructureStore};
 use crate::runtime::AgentLimits;
+use crate::session::SessionStore;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +56,9 @@ pub struct Stores {
     pub structure: Arc<dyn StructureStore>,
     /// The audit log.
     pub audit: Arc<dyn AuditStore>,
+    /// Sessions and their pending frames; `None` in memory, where the
+    /// session registry itself is all there is.
+    pub sessions: Option<Arc<dyn SessionStore>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -67,6 +75,7 @@ impl Stores {
         Stores {
             structure: Arc::new(MemoryStructureStore::new()),
             audit: Arc::new(MemoryAuditStore::default()),
+            sessions: None,
         }
     }
 
@@ -78,14 +87,16 @@ impl Stores {
                 let store = Arc::new(SqliteStore::open(&data_dir.join(SQLITE_FILE))?);
                 Ok(Stores {
                     structure: store.clone(),
-                    audit: store,
+                    audit: store.clone(),
+                    sessions: Some(store),
                 })
             }
             StorageConfig::Redis { url, prefix } => {
                 let store = Arc::new(RedisStore::open(url, prefix)?);
                 Ok(Stores {
                     structure: store.clone(),
-                    audit: store,
+                    audit: store.clone(),
+                    sessions: Some(store),
                 })
             }
         }

@@ -7,6 +7,9 @@
 //! | `P:agents` | set | names of admitted agents |
 //! | `P:agent:NAME` | hash | `listens`, `description`, `limits`, `sha256`, `component` |
 //! | `P:audit` | list | `SEQ TAB HASH TAB ENTRY`, entry *n* at index *n − 1* |
+//! | `P:sessions` | set | ids of stored sessions |
+//! | `P:session:ID` | hash | `user`, `token_hash`, `timeout` |
+//! | `P:frames:ID` | sorted set | pending frames `SEQ TAB FRAME`, scored by `SEQ` |
 //!
 //! A write is done when Redis acknowledged it; multi-key changes go in
 //! one `MULTI`/`EXEC` transaction.
@@ -15,6 +18,7 @@ use super::{read_limits, write_limits};
 use crate::audit::{AuditStore, StoredEntry, GENESIS};
 use crate::privileged::{AdmittedAgent, StoreError, StructureStore};
 use crate::runtime::ComponentHash;
+use crate::session::{SessionRecord, SessionStore, StoredSession};
 use redis::{Commands as _, Connection};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -232,5 +236,99 @@ impl AuditStore for RedisStore {
             .lrange(self.key(&["audit"]), start, start + limit as isize - 1)
             .map_err(failed)?;
         elements.iter().map(|e| parse_element(e)).collect()
+    }
+}
+
+impl SessionStore for RedisStore {
+    fn save_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        let key = self.key(&["session", &record.id]);
+        redis::pipe()
+            .atomic()
+            .hset_multiple(
+                &key,
+                &[
+                    ("user", record.user.clone()),
+                    ("token_hash", hex::encode(record.token_hash)),
+                    ("timeout", record.timeout_secs.to_string()),
+                ],
+            )
+            .sadd(self.key(&["sessions"]), &record.id)
+            .query::<()>(&mut *self.lock())
+            .map_err(failed)
+    }
+
+    fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        redis::pipe()
+            .atomic()
+            .del(self.key(&["session", id]))
+            .del(self.key(&["frames", id]))
+            .srem(self.key(&["sessions"]), id)
+            .query::<()>(&mut *self.lock())
+            .map_err(failed)
+    }
+
+    fn append_frame(&self, id: &str, seq: u64, frame: &str) -> Result<(), StoreError> {
+        self.lock()
+            .zadd::<_, _, _, ()>(self.key(&["frames", id]), format!("{seq}\t{frame}"), seq)
+            .map_err(failed)
+    }
+
+    fn remove_frames_through(&self, id: &str, seq: u64) -> Result<(), StoreError> {
+        self.lock()
+            .zrembyscore::<_, _, _, ()>(self.key(&["frames", id]), "-inf", seq)
+            .map_err(failed)
+    }
+
+    fn load_sessions(&self) -> Result<Vec<StoredSession>, StoreError> {
+        let mut connection = self.lock();
+        let mut ids: Vec<String> = connection
+            .smembers(self.key(&["sessions"]))
+            .map_err(failed)?;
+        ids.sort();
+        let mut loaded = Vec::with_capacity(ids.len());
+        for id in ids {
+            let (user, token_hash, timeout): (Option<String>, Option<String>, Option<u64>) =
+                redis::cmd("HMGET")
+                    .arg(self.key(&["session", &id]))
+                    .arg(&["user", "token_hash", "timeout"])
+                    .query(&mut *connection)
+                    .map_err(failed)?;
+            let (Some(user), Some(token_hash), Some(timeout)) = (user, token_hash, timeout) else {
+                return Err(StoreError(format!(
+                    "the stored record of session {id} is incomplete"
+                )));
+            };
+            let token_hash: [u8; 32] = hex::decode(&token_hash)
+                .ok()
+                .and_then(|bytes| bytes.try_into().ok())
+                .ok_or_else(|| {
+                    StoreError(format!(
+                        "session {id}: the stored token hash is not 32 bytes"
+                    ))
+                })?;
+            let members: Vec<String> = connection
+                .zrange(self.key(&["frames", &id]), 0, -1)
+                .map_err(failed)?;
+            let mut frames = Vec::with_capacity(members.len());
+            for member in members {
+                let (seq, frame) = member
+                    .split_once('\t')
+                    .and_then(|(seq, frame)| Some((seq.parse::<u64>().ok()?, frame.to_owned())))
+                    .ok_or_else(|| {
+                        StoreError(format!("session {id}: a stored frame is malformed"))
+                    })?;
+                frames.push((seq, frame));
+            }
+            loaded.push((
+                SessionRecord {
+                    id,
+                    user,
+                    token_hash,
+                    timeout_secs: timeout,
+                },
+                frames,
+            ));
+        }
+        Ok(loaded)
     }
 }

@@ -1,18 +1,20 @@
-//! The SQLite backend: one file in the data directory, WAL, `synchronous =
-//! FULL` (a committed write survives a crash of the process or the
-//! machine), and a versioned schema migrated on open.
+//! The SQLite backend: one file in the data directory, WAL with
+//! `synchronous = NORMAL` (a committed write survives the process being
+//! killed; a power cut may lose the last few), and a versioned schema
+//! migrated on open.
 
 use super::{read_limits, write_limits};
 use crate::audit::{AuditStore, StoredEntry, GENESIS};
 use crate::privileged::{AdmittedAgent, StoreError, StructureStore};
 use crate::runtime::ComponentHash;
+use crate::session::{SessionRecord, SessionStore, StoredSession};
 use rusqlite::{params, Connection, OptionalExtension as _};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The schema this build writes; older files are migrated step by step.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Each step takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -27,6 +29,19 @@ const MIGRATIONS: &[&str] = &[
          component BLOB NOT NULL
      );
      CREATE TABLE audit (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL, hash TEXT NOT NULL);",
+    // 1 -> 2: sessions and their pending frames.
+    "CREATE TABLE sessions (
+         id TEXT PRIMARY KEY,
+         user TEXT NOT NULL,
+         token_hash BLOB NOT NULL,
+         timeout INTEGER NOT NULL
+     );
+     CREATE TABLE frames (
+         session TEXT NOT NULL,
+         seq INTEGER NOT NULL,
+         frame TEXT NOT NULL,
+         PRIMARY KEY (session, seq)
+     );",
 ];
 
 /// A store in one SQLite file.
@@ -59,7 +74,7 @@ impl SqliteStore {
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(failed)?;
         connection
-            .pragma_update(None, "synchronous", "FULL")
+            .pragma_update(None, "synchronous", "NORMAL")
             .map_err(failed)?;
         let version: i64 = connection
             .pragma_query_value(None, "user_version", |row| row.get(0))
@@ -238,6 +253,100 @@ impl AuditStore for SqliteStore {
             })
             .map_err(failed)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(failed)
+    }
+}
+
+impl SessionStore for SqliteStore {
+    fn save_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO sessions (id, user, token_hash, timeout) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    record.id,
+                    record.user,
+                    record.token_hash.as_slice(),
+                    record.timeout_secs as i64
+                ],
+            )
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    fn delete_session(&self, id: &str) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(failed)?;
+        transaction
+            .execute("DELETE FROM frames WHERE session = ?1", params![id])
+            .map_err(failed)?;
+        transaction
+            .execute("DELETE FROM sessions WHERE id = ?1", params![id])
+            .map_err(failed)?;
+        transaction.commit().map_err(failed)
+    }
+
+    fn append_frame(&self, id: &str, seq: u64, frame: &str) -> Result<(), StoreError> {
+        self.lock()
+            .prepare_cached(
+                "INSERT OR REPLACE INTO frames (session, seq, frame) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut insert| insert.execute(params![id, seq as i64, frame]))
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    fn remove_frames_through(&self, id: &str, seq: u64) -> Result<(), StoreError> {
+        self.lock()
+            .prepare_cached("DELETE FROM frames WHERE session = ?1 AND seq <= ?2")
+            .and_then(|mut delete| delete.execute(params![id, seq as i64]))
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    fn load_sessions(&self) -> Result<Vec<StoredSession>, StoreError> {
+        let connection = self.lock();
+        let mut sessions = connection
+            .prepare("SELECT id, user, token_hash, timeout FROM sessions ORDER BY id")
+            .map_err(failed)?;
+        let records = sessions
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(failed)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(failed)?;
+        let mut frames = connection
+            .prepare("SELECT seq, frame FROM frames WHERE session = ?1 ORDER BY seq")
+            .map_err(failed)?;
+        let mut loaded = Vec::with_capacity(records.len());
+        for (id, user, token_hash, timeout) in records {
+            let token_hash: [u8; 32] = token_hash.try_into().map_err(|_| {
+                StoreError(format!(
+                    "session {id}: the stored token hash is not 32 bytes"
+                ))
+            })?;
+            let pending = frames
+                .query_map(params![id], |row| {
+                    Ok((row.get::<_, i64>(0)? as u64, row.get::<_, String>(1)?))
+                })
+                .map_err(failed)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(failed)?;
+            loaded.push((
+                SessionRecord {
+                    id,
+                    user,
+                    token_hash,
+                    timeout_secs: timeout as u64,
+                },
+                pending,
+            ));
+        }
+        Ok(loaded)
     }
 }
 
