@@ -204,3 +204,49 @@ async fn unknown_sessions_and_wrong_tokens_get_the_same_refusal() {
     assert_refused(resume(&server, "no-such-session", &"0".repeat(64)).await).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_and_resumes_are_audited_without_their_secrets() {
+    let server = server_with("").await;
+    let code = server.code("alice");
+    let (alice, catalog) = server.login("alice").await;
+    let (id, token) = credentials(&catalog);
+    drop(alice);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut again = resume(&server, &id, &token).await;
+    assert!(recv_text(&mut again).await.contains("resumed=\"true\""));
+    assert_refused(resume(&server, &id, &token).await).await;
+    let mut wrong = server.connect().await;
+    wrong
+        .send("<authenticate user=\"bob\" totp=\"000000\"/>")
+        .await
+        .unwrap();
+    assert_refused(wrong).await;
+
+    let records = server.audit.records();
+    let events: Vec<&str> = records
+        .iter()
+        .filter(|r| r.kind == agentserver::bus::AuditKind::Auth)
+        .map(|r| r.canonical.as_str())
+        .collect();
+    assert_eq!(events.len(), 4, "{events:#?}");
+    assert!(events[0].starts_with("<auth event=\"login\" peer=\"127.0.0.1\" user=\"alice\">"));
+    assert!(events[1].starts_with("<auth event=\"resume\" "));
+    assert!(events[2].starts_with("<auth event=\"resume-refused\" "));
+    assert!(events[3].starts_with("<auth event=\"login-refused\" peer=\"127.0.0.1\" user=\"bob\">"));
+    for record in &records {
+        assert!(
+            !record.canonical.contains(&token),
+            "a resume token in {record:?}"
+        );
+        assert!(
+            !record.canonical.contains(&code),
+            "a TOTP code in {record:?}"
+        );
+        assert!(
+            !record.canonical.contains("000000"),
+            "a TOTP code in {record:?}"
+        );
+    }
+    server.stop().await;
+}

@@ -35,6 +35,7 @@ pub fn kind_name(kind: AuditKind) -> &'static str {
         AuditKind::Message => "message",
         AuditKind::Refusal => "refusal",
         AuditKind::Privileged => "privileged",
+        AuditKind::Auth => "auth",
     }
 }
 

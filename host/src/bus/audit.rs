@@ -18,6 +18,9 @@ pub enum AuditKind {
     /// A privileged command, applied or refused (the record holds its id,
     /// the payload's SHA-256 and the outcome).
     Privileged,
+    /// A login or resume, accepted or refused (never with its code or
+    /// token).
+    Auth,
 }
 
 /// One record, borrowed from the bus for the duration of the call.

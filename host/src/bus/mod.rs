@@ -168,6 +168,12 @@ impl Bus {
         self.inner.changes.subscribe()
     }
 
+    /// Writes a record to the bus's audit sink, in line with the messages
+    /// (for events the bus does not see itself, such as logins).
+    pub fn audit(&self, record: AuditRecord<'_>) {
+        self.inner.audit.record(record);
+    }
+
     /// The bus's counters.
     pub fn metrics(&self) -> &BusMetrics {
         &self.inner.metrics

@@ -43,6 +43,13 @@ pub struct BenchArgs {
     /// The payload each message carries (an `<echo>` element).
     #[arg(long, default_value = "<echo>hello, agent</echo>")]
     payload: String,
+    /// The server's storage backend: memory, sqlite, or redis (with
+    /// `--redis-url`). The audit log is on with each.
+    #[arg(long, default_value = "memory", value_parser = ["memory", "sqlite", "redis"])]
+    storage: String,
+    /// The Redis server for `--storage redis`.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
 }
 
 /// Round-trip figures of one run.
@@ -64,8 +71,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
     let users = args.connections + args.idle;
     let secrets = write_users(&dir.path().join("users.toml"), users)?;
+    let storage = match args.storage.as_str() {
+        "redis" => format!(
+            "[storage]\nbackend = \"redis\"\nurl = {:?}\nprefix = \"bench-{}\"\n",
+            args.redis_url,
+            std::process::id()
+        ),
+        backend => format!("[storage]\nbackend = \"{backend}\"\n"),
+    };
     let config = format!(
-        "listen = \"127.0.0.1:0\"\nmessages_per_second = 1000000\nmessage_burst = 1000000\n[[agent]]\nname = \"echo\"\ncomponent = {:?}\nlistens = [\"echo\"]\ndescription = \"Echoes.\"\nmax_concurrent = 64\nmax_queued = 4096\n",
+        "listen = \"127.0.0.1:0\"\nmessages_per_second = 1000000\nmessage_burst = 1000000\n{storage}[[agent]]\nname = \"echo\"\ncomponent = {:?}\nlistens = [\"echo\"]\ndescription = \"Echoes.\"\nmax_concurrent = 64\nmax_queued = 4096\n",
         std::fs::canonicalize(&echo)?.display().to_string()
     );
     std::fs::write(dir.path().join("organism.toml"), config)?;
@@ -90,7 +105,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} connections x {} messages, payload {} bytes\n\n| server | p50 µs | p99 µs | messages/s |\n|---|---|---|---|",
+        "storage {} (audit log on); {} connections x {} messages, payload {} bytes\n\n| server | p50 µs | p99 µs | messages/s |\n|---|---|---|---|",
+        args.storage,
         args.connections,
         args.messages,
         args.payload.len()

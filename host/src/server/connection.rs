@@ -12,10 +12,10 @@ use super::catalog::{capabilities, catalog_frame, CatalogHeader};
 use super::flood::FloodGuard;
 use super::State;
 use crate::auth::{Allow, AuthenticatedUser};
-use crate::bus::{Capability, Grants, RefusalKind, Session};
+use crate::bus::{AuditKind, AuditRecord, Capability, Grants, RefusalKind, Session, SessionId};
 use crate::privileged::Carrier;
 use crate::session::Attached;
-use crate::xml::{ingest, Limits, Tag};
+use crate::xml::{escape_attribute, ingest, Limits, Tag};
 use futures::{SinkExt as _, StreamExt as _};
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
@@ -137,6 +137,35 @@ pub(crate) fn grants(allow: &Allow) -> Grants {
     }
 }
 
+/// Audits a login or resume: what happened, who claimed to be whom, from
+/// where; never the code or the token.
+fn audit_auth(
+    state: &State,
+    event: &str,
+    user: &str,
+    session: Option<&SessionId>,
+    peer: SocketAddr,
+) {
+    let mut canonical = String::from("<auth event=\"");
+    escape_attribute(&mut canonical, event);
+    canonical.push_str("\" peer=\"");
+    escape_attribute(&mut canonical, &peer.ip().to_string());
+    canonical.push_str("\" user=\"");
+    escape_attribute(&mut canonical, user);
+    canonical.push_str("\"></auth>");
+    let none = SessionId::from_string("");
+    let session = session.unwrap_or(&none);
+    state.bus.audit(AuditRecord {
+        kind: AuditKind::Auth,
+        thread: None,
+        session,
+        from: "server",
+        tag: "auth",
+        depth: 0,
+        canonical: &canonical,
+    });
+}
+
 /// Reads the first frame and checks it; `None` for every kind of failure.
 async fn authenticate(
     state: &State,
@@ -162,10 +191,12 @@ async fn authenticate(
             match state.auth.login(&user, &code, peer.ip(), SystemTime::now()) {
                 Ok(user) => {
                     tracing::info!(user = user.name(), %peer, "logged in");
+                    audit_auth(state, "login", user.name(), None, peer);
                     Some(Login::Fresh(user))
                 }
                 Err(reason) => {
                     tracing::info!(%peer, %reason, "login refused");
+                    audit_auth(state, "login-refused", &user, None, peer);
                     None
                 }
             }
@@ -183,6 +214,13 @@ async fn authenticate(
             match state.sessions.resume(&id, &token, Instant::now()) {
                 Ok(attached) => {
                     tracing::info!(user = %attached.user, %peer, "session resumed");
+                    audit_auth(
+                        state,
+                        "resume",
+                        &attached.user,
+                        Some(attached.session.id()),
+                        peer,
+                    );
                     Some(Login::Resumed(attached))
                 }
                 Err(reason) => {
@@ -190,6 +228,13 @@ async fn authenticate(
                         .resume_failures
                         .record_failure(&peer.ip().to_string(), Instant::now());
                     tracing::info!(%peer, %reason, "resume refused");
+                    audit_auth(
+                        state,
+                        "resume-refused",
+                        "",
+                        Some(&SessionId::from_string(&id)),
+                        peer,
+                    );
                     None
                 }
             }
