@@ -28,6 +28,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Entries read from a store at a time when verifying or replaying.
 const PAGE: usize = 1_000;
+/// How long the writer lets entries gather before storing them.
+const WRITE_INTERVAL: Duration = Duration::from_millis(5);
+/// Queued entries that wake the writer at once.
+const WRITE_BATCH: usize = 512;
 
 /// Where audit entries are kept.
 pub trait AuditStore: Send + Sync {
@@ -139,6 +143,7 @@ impl AuditLog {
     pub fn flush(&self, limit: Duration) -> bool {
         let target = self.lock().next_seq - 1;
         let (lock, ready) = &*self.shared;
+        ready.notify_all();
         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         let (guard, _) = ready
             .wait_timeout_while(guard, limit, |p| p.written < target)
@@ -163,8 +168,13 @@ impl AuditSink for AuditLog {
             entry,
             hash: hex::encode(hash),
         });
+        // Wake the writer for the first entry of a batch (it then lets the
+        // batch gather for a few milliseconds) and for a full batch.
+        let wake = pending.queue.len() == 1 || pending.queue.len() >= WRITE_BATCH;
         drop(pending);
-        self.shared.1.notify_all();
+        if wake {
+            self.shared.1.notify_all();
+        }
     }
 }
 
@@ -199,6 +209,13 @@ fn write_loop(shared: &(Mutex<Pending>, Condvar), store: &dyn AuditStore) {
             let mut pending = lock.lock().unwrap_or_else(|e| e.into_inner());
             while batch.is_empty() && pending.queue.is_empty() && !pending.closing {
                 pending = ready.wait(pending).unwrap_or_else(|e| e.into_inner());
+            }
+            // Let a batch gather, unless it is full or the log is closing.
+            if batch.is_empty() && pending.queue.len() < WRITE_BATCH && !pending.closing {
+                pending = ready
+                    .wait_timeout(pending, WRITE_INTERVAL)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
             if batch.is_empty() {
                 if pending.queue.is_empty() && pending.closing {

@@ -8,10 +8,12 @@
 //! outlives any one socket, which is what lets a session resume after a
 //! disconnect.
 //!
-//! With a persistent store, an [`OutboxJournal`] mirrors the queue: every
-//! frame is written before it is queued, and removed once the connection
-//! confirms it was sent ([`Outbox::confirm_sent`]) or it was dropped, so a
-//! restart finds exactly the frames a client has not been sent.
+//! With a persistent store, an [`OutboxJournal`] mirrors the queue while no
+//! socket takes from it ([`Outbox::set_journaling`]): what is queued then is
+//! written first, and a frame is forgotten once the connection confirms it
+//! was sent ([`Outbox::confirm_sent`]) or it was dropped past the bound. A
+//! restart thus finds every frame produced for a client that was away. While
+//! a socket is attached, frames go straight out and nothing is written.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -54,6 +56,25 @@ struct OutboxState {
     dropped: u64,
     closed: bool,
     journal: Option<Arc<dyn OutboxJournal>>,
+    /// Whether new frames are written to the journal.
+    journaling: bool,
+    /// The last frame number written to the journal and not yet forgotten.
+    journaled_through: Option<u64>,
+}
+
+impl OutboxState {
+    /// Tells the journal frames through `seq` are gone, if it has any.
+    fn forget_through(&mut self, seq: u64) {
+        let Some(journaled) = self.journaled_through else {
+            return;
+        };
+        if let Some(journal) = &self.journal {
+            journal.removed_through(seq.min(journaled));
+        }
+        if seq >= journaled {
+            self.journaled_through = None;
+        }
+    }
 }
 
 impl Outbox {
@@ -70,17 +91,39 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Mirrors the outbox in `journal` from now on.
+    /// Gives the outbox a journal (not yet writing to it).
     pub fn set_journal(&self, journal: Arc<dyn OutboxJournal>) {
         self.lock().journal = Some(journal);
     }
 
+    /// Starts or stops journaling. Starting writes what is queued now, so
+    /// that from then on the journal holds every frame not yet sent.
+    pub fn set_journaling(&self, on: bool) {
+        let mut state = self.lock();
+        state.journaling = on;
+        if !on {
+            return;
+        }
+        let Some(journal) = state.journal.clone() else {
+            return;
+        };
+        let from = state.journaled_through.map_or(0, |seq| seq + 1);
+        let mut last = state.journaled_through;
+        for (seq, frame) in state.frames.iter().filter(|(seq, _)| *seq >= from) {
+            journal.appended(*seq, frame);
+            last = Some(*seq);
+        }
+        state.journaled_through = last;
+    }
+
     /// Puts back frames kept by a journal (after a restart), in order,
-    /// without writing them again.
+    /// without writing them again; journaling is on.
     pub fn restore(&self, frames: impl IntoIterator<Item = (u64, Frame)>) {
         let mut state = self.lock();
+        state.journaling = true;
         for (seq, frame) in frames {
             state.next_seq = state.next_seq.max(seq + 1);
+            state.journaled_through = Some(seq);
             state.frames.push_back((seq, frame));
         }
         while state.frames.len() > self.capacity {
@@ -101,14 +144,15 @@ impl Outbox {
             }
             let seq = state.next_seq;
             state.next_seq += 1;
-            if let Some(journal) = &state.journal {
-                journal.appended(seq, &frame);
+            if state.journaling {
+                if let Some(journal) = &state.journal {
+                    journal.appended(seq, &frame);
+                    state.journaled_through = Some(seq);
+                }
             }
             if state.frames.len() == self.capacity {
                 if let Some((dropped, _)) = state.frames.pop_front() {
-                    if let Some(journal) = &state.journal {
-                        journal.removed_through(dropped);
-                    }
+                    state.forget_through(dropped);
                 }
                 state.dropped += 1;
             }
@@ -122,8 +166,8 @@ impl Outbox {
     /// forget it (and everything before it).
     pub fn confirm_sent(&self) {
         let mut state = self.lock();
-        if let (Some(seq), Some(journal)) = (state.popped.take(), &state.journal) {
-            journal.removed_through(seq);
+        if let Some(seq) = state.popped.take() {
+            state.forget_through(seq);
         }
     }
 
@@ -211,5 +255,51 @@ mod tests {
         tokio::task::yield_now().await;
         outbox.push("<hi/>".into());
         assert_eq!(reader.await.unwrap().as_deref(), Some("<hi/>"));
+    }
+
+    /// Records what the outbox tells its journal.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl OutboxJournal for Recorder {
+        fn appended(&self, seq: u64, frame: &str) {
+            self.0.lock().unwrap().push(format!("+{seq} {frame}"));
+        }
+        fn removed_through(&self, seq: u64) {
+            self.0.lock().unwrap().push(format!("-{seq}"));
+        }
+    }
+
+    #[test]
+    fn the_journal_holds_what_was_queued_while_nobody_read() {
+        let outbox = Outbox::new(3);
+        let journal = Arc::new(Recorder::default());
+        outbox.set_journal(journal.clone());
+        // Attached: frames go straight out, nothing is written.
+        outbox.push("<a/>".into());
+        assert_eq!(&*outbox.try_pop().unwrap(), "<a/>");
+        outbox.confirm_sent();
+        outbox.push("<b/>".into());
+        assert!(journal.0.lock().unwrap().is_empty());
+        // Detached: what is queued is written, then every new frame.
+        outbox.set_journaling(true);
+        outbox.push("<c/>".into());
+        outbox.push("<d/>".into());
+        outbox.push("<e/>".into()); // drops <b/>
+        assert_eq!(
+            *journal.0.lock().unwrap(),
+            ["+1 <b/>", "+2 <c/>", "+3 <d/>", "+4 <e/>", "-1"]
+        );
+        // Resumed: sent frames are forgotten, new ones are not written.
+        outbox.set_journaling(false);
+        journal.0.lock().unwrap().clear();
+        let _notice = outbox.try_pop();
+        assert_eq!(&*outbox.try_pop().unwrap(), "<c/>");
+        outbox.confirm_sent();
+        outbox.push("<f/>".into());
+        while outbox.try_pop().is_some() {
+            outbox.confirm_sent();
+        }
+        assert_eq!(*journal.0.lock().unwrap(), ["-2", "-3", "-4"]);
     }
 }

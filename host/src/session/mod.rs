@@ -267,6 +267,7 @@ impl SessionRegistry {
         entry.token_hash = hash(&token);
         entry.attachment = Some(attachment.clone());
         entry.detached_since = None;
+        entry.session.outbox().set_journaling(false);
         self.save(&entry.session, &entry.user, entry.token_hash, entry.timeout);
         Ok(Attached {
             session: entry.session.clone(),
@@ -287,6 +288,8 @@ impl SessionRegistry {
             {
                 entry.attachment = None;
                 entry.detached_since = Some(now);
+                // From now on what arrives must outlive the process.
+                entry.session.outbox().set_journaling(true);
             }
         }
     }
