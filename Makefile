@@ -28,7 +28,11 @@ agents: toolchain
 ## System tools the tests use, from Debian when missing: chromium, node and
 ## npm for the browser test, redis-server for the Redis backend.
 sysdeps:
-	@command -v chromium >/dev/null && command -v npm >/dev/null && command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) chromium nodejs npm redis-server; }
+	@need=""; \
+	command -v chromium >/dev/null || need="$$need chromium"; \
+	command -v redis-server >/dev/null || need="$$need redis-server"; \
+	command -v npm >/dev/null || need="$$need nodejs npm"; \
+	if [ -n "$$need" ]; then $(SUDO) apt-get update -qq && $(APT_INSTALL) $$need; fi
 	@test -d tests/browser/node_modules/playwright-core || npm --prefix tests/browser ci --no-audit --no-fund --loglevel=error
 
 ## Python packages the tests and benchmarks use (lxml, the C14N oracle;
