@@ -29,6 +29,16 @@ pub struct StoredEntry {
     pub hash: String,
 }
 
+/// A stored hex hash back to its 32 bytes.
+pub fn decode_hash(hash: &str) -> Result<[u8; 32], crate::privileged::StoreError> {
+    hex::decode(hash)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| {
+            crate::privileged::StoreError(format!("stored hash {hash:?} is not 32 bytes of hex"))
+        })
+}
+
 /// The name an audit kind has in the log.
 pub fn kind_name(kind: AuditKind) -> &'static str {
     match kind {

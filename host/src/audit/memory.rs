@@ -2,7 +2,7 @@
 //! process. The chain stays verifiable over what is kept: the hash before
 //! the oldest kept entry is remembered.
 
-use super::entry::{StoredEntry, GENESIS};
+use super::entry::{decode_hash, StoredEntry, GENESIS};
 use super::AuditStore;
 use crate::privileged::StoreError;
 use std::collections::VecDeque;
@@ -48,13 +48,6 @@ impl Default for MemoryAuditStore {
     }
 }
 
-fn decode(hash: &str) -> Result<[u8; 32], StoreError> {
-    hex::decode(hash)
-        .ok()
-        .and_then(|bytes| bytes.try_into().ok())
-        .ok_or_else(|| StoreError(format!("stored hash {hash:?} is not 32 bytes of hex")))
-}
-
 impl AuditStore for MemoryAuditStore {
     fn audit_start(&self) -> Result<(u64, [u8; 32]), StoreError> {
         let kept = self.lock();
@@ -63,7 +56,7 @@ impl AuditStore for MemoryAuditStore {
 
     fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {
         match self.lock().entries.back() {
-            Some(last) => Ok(Some((last.seq, decode(&last.hash)?))),
+            Some(last) => Ok(Some((last.seq, decode_hash(&last.hash)?))),
             None => Ok(None),
         }
     }
@@ -73,7 +66,7 @@ impl AuditStore for MemoryAuditStore {
         kept.entries.extend(entries.iter().cloned());
         while kept.entries.len() > self.capacity {
             if let Some(dropped) = kept.entries.pop_front() {
-                kept.before_first = decode(&dropped.hash)?;
+                kept.before_first = decode_hash(&dropped.hash)?;
             }
         }
         Ok(())

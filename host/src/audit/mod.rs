@@ -16,8 +16,8 @@ mod entry;
 mod memory;
 
 pub use entry::{
-    canonical_entry, chain, entry_attribute, entry_content, kind_name, verify, ChainError,
-    StoredEntry, Verified, GENESIS,
+    canonical_entry, chain, decode_hash, entry_attribute, entry_content, kind_name, verify,
+    ChainError, StoredEntry, Verified, GENESIS,
 };
 pub use memory::MemoryAuditStore;
 

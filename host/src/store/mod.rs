@@ -23,7 +23,7 @@ pub use redis::RedisStore;
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 
 use crate::audit::{AuditStore, MemoryAuditStore};
-use crate::privileged::{MemoryStructureStore, StoreError, StructureStore};
+use crate::privileged::{AdmittedAgent, MemoryStructureStore, StoreError, StructureStore};
 use crate::runtime::AgentLimits;
 use crate::session::SessionStore;
 use std::path::Path;
@@ -146,6 +146,31 @@ pub(crate) fn read_limits(text: &str) -> AgentLimits {
         }
     }
     limits
+}
+
+/// An admitted agent as read back from a store, its component checked
+/// against the SHA-256 it was admitted with.
+pub(crate) fn admitted_from_stored(
+    name: String,
+    listens: &str,
+    description: String,
+    limits: &str,
+    sha256: &str,
+    component: Vec<u8>,
+) -> Result<AdmittedAgent, StoreError> {
+    let actual = crate::runtime::ComponentHash::of(&component).to_string();
+    if actual != sha256 {
+        return Err(StoreError(format!(
+            "the stored component of agent `{name}` has SHA-256 {actual}, not its admitted {sha256}"
+        )));
+    }
+    Ok(AdmittedAgent {
+        name,
+        listens: listens.lines().map(str::to_owned).collect(),
+        description,
+        limits: read_limits(limits),
+        component,
+    })
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@
 //! A write is done when Redis acknowledged it; multi-key changes go in
 //! one `MULTI`/`EXEC` transaction.
 
-use super::{read_limits, write_limits};
-use crate::audit::{AuditStore, StoredEntry, GENESIS};
+use super::{admitted_from_stored, write_limits};
+use crate::audit::{decode_hash, AuditStore, StoredEntry, GENESIS};
 use crate::privileged::{AdmittedAgent, StoreError, StructureStore};
 use crate::runtime::ComponentHash;
 use crate::session::{SessionRecord, SessionStore, StoredSession};
@@ -120,19 +120,14 @@ impl StructureStore for RedisStore {
                     "the stored record of agent `{name}` is incomplete"
                 )));
             };
-            let actual = ComponentHash::of(&component).to_string();
-            if actual != sha256 {
-                return Err(StoreError(format!(
-                    "the stored component of agent `{name}` has SHA-256 {actual}, not its admitted {sha256}"
-                )));
-            }
-            agents.push(AdmittedAgent {
+            agents.push(admitted_from_stored(
                 name,
-                listens: listens.lines().map(str::to_owned).collect(),
-                description: description.unwrap_or_default(),
-                limits: read_limits(&limits),
+                &listens,
+                description.unwrap_or_default(),
+                &limits,
+                &sha256,
                 component,
-            });
+            )?);
         }
         Ok(agents)
     }
@@ -201,15 +196,7 @@ impl AuditStore for RedisStore {
             .map_err(failed)?;
         let Some(last) = last else { return Ok(None) };
         let entry = parse_element(&last)?;
-        let hash = hex::decode(&entry.hash)
-            .ok()
-            .and_then(|bytes| bytes.try_into().ok())
-            .ok_or_else(|| {
-                StoreError(format!(
-                    "stored hash {:?} is not 32 bytes of hex",
-                    entry.hash
-                ))
-            })?;
+        let hash = decode_hash(&entry.hash)?;
         Ok(Some((entry.seq, hash)))
     }
 
@@ -298,14 +285,7 @@ impl SessionStore for RedisStore {
                     "the stored record of session {id} is incomplete"
                 )));
             };
-            let token_hash: [u8; 32] = hex::decode(&token_hash)
-                .ok()
-                .and_then(|bytes| bytes.try_into().ok())
-                .ok_or_else(|| {
-                    StoreError(format!(
-                        "session {id}: the stored token hash is not 32 bytes"
-                    ))
-                })?;
+            let token_hash = decode_hash(&token_hash)?;
             let members: Vec<String> = connection
                 .zrange(self.key(&["frames", &id]), 0, -1)
                 .map_err(failed)?;

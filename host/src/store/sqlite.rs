@@ -3,8 +3,8 @@
 //! killed; a power cut may lose the last few), and a versioned schema
 //! migrated on open.
 
-use super::{read_limits, write_limits};
-use crate::audit::{AuditStore, StoredEntry, GENESIS};
+use super::{admitted_from_stored, write_limits};
+use crate::audit::{decode_hash, AuditStore, StoredEntry, GENESIS};
 use crate::privileged::{AdmittedAgent, StoreError, StructureStore};
 use crate::runtime::ComponentHash;
 use crate::session::{SessionRecord, SessionStore, StoredSession};
@@ -145,19 +145,14 @@ impl StructureStore for SqliteStore {
         let mut agents = Vec::new();
         for row in rows {
             let (name, listens, description, limits, sha256, component) = row.map_err(failed)?;
-            let actual = ComponentHash::of(&component).to_string();
-            if actual != sha256 {
-                return Err(StoreError(format!(
-                    "the stored component of agent `{name}` has SHA-256 {actual}, not its admitted {sha256}"
-                )));
-            }
-            agents.push(AdmittedAgent {
+            agents.push(admitted_from_stored(
                 name,
-                listens: listens.lines().map(str::to_owned).collect(),
+                &listens,
                 description,
-                limits: read_limits(&limits),
+                &limits,
+                &sha256,
                 component,
-            });
+            )?);
         }
         Ok(agents)
     }
@@ -190,13 +185,6 @@ impl StructureStore for SqliteStore {
     fn is_persistent(&self) -> bool {
         true
     }
-}
-
-fn decode_hash(hash: &str) -> Result<[u8; 32], StoreError> {
-    hex::decode(hash)
-        .ok()
-        .and_then(|bytes| bytes.try_into().ok())
-        .ok_or_else(|| StoreError(format!("stored hash {hash:?} is not 32 bytes of hex")))
 }
 
 impl AuditStore for SqliteStore {
