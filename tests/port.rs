@@ -317,6 +317,73 @@ async fn end_session_closes_with_1000() {
     );
 }
 
+#[tokio::test]
+async fn frame_size_limits_before_and_after_login() {
+    let server = TestServer::start_with(
+        &[("alice", &["echo"])],
+        &[("echo", "echo", &["echo"])],
+        "max_command_bytes = 3000000",
+    )
+    .await;
+    // Before login a connection may send 16 KiB in all: past that the
+    // server stops reading and drops it, whatever the frame claims to be.
+    let mut stranger = server.connect().await;
+    let padded = format!(
+        r#"<authenticate user="alice" totp="000000" pad="{}"/>"#,
+        "0".repeat(64 << 10)
+    );
+    let _ = stranger.send(&padded).await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), stranger.receive())
+        .await
+        .expect("the connection ends within 10 s");
+    assert!(!matches!(ended, Ok(Received::Text(_))), "{ended:?}");
+
+    let (mut alice, _) = server.login("alice").await;
+    // An ordinary message keeps the 1 MiB limit...
+    let message = format!("<echo>{}</echo>", "x".repeat(2_000_000));
+    alice.send(&message).await.unwrap();
+    let refusal = recv_text(&mut alice).await;
+    let expected = format!(
+        r#"<error code="bad-frame">frame is {} bytes; the limit is 1048576"#,
+        message.len()
+    );
+    assert!(refusal.starts_with(&expected), "{refusal}");
+    // ...a privileged command may be larger, up to max_command_bytes...
+    let command = format!(
+        "<privileged-command><payload>{}</payload></privileged-command>",
+        "x".repeat(2_000_000)
+    );
+    alice.send(&command).await.unwrap();
+    let verdict = recv_text(&mut alice).await;
+    assert!(
+        verdict.starts_with(r#"<privileged-result status="refused""#) && !verdict.contains("large"),
+        "{verdict}"
+    );
+    let command = command.replace("<payload>", &format!("<payload>{}", "y".repeat(1_500_000)));
+    alice.send(&command).await.unwrap();
+    let verdict = recv_text(&mut alice).await;
+    let too_large = format!(
+        "the command is {} bytes; the limit is 3000000",
+        command.len()
+    );
+    assert!(verdict.contains(&too_large), "{verdict}");
+    alice.send("<echo>still here</echo>").await.unwrap();
+    assert!(recv_text(&mut alice)
+        .await
+        .ends_with("<echoed>still here</echoed></message>"));
+    // ...and a frame past the WebSocket cap is refused from its header:
+    // the server closes with 1009 and reads no further (so the close frame
+    // may be lost to the reset the unread rest of the frame causes).
+    let _ = alice.send(&"z".repeat(5 << 20)).await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), alice.receive())
+        .await
+        .expect("the connection ends within 10 s");
+    assert!(
+        matches!(ended, Ok(Received::Closed(1009, _)) | Err(_)),
+        "{ended:?}"
+    );
+}
+
 async fn https_get(server: &TestServer, path: &str) -> (u16, String) {
     let url = format!("https://{}{path}", server.address());
     agentserver::client::get(&url, &server.trust())

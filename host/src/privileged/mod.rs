@@ -51,7 +51,7 @@ use tokio::sync::watch;
 /// How far `issued` and `expires` may be off the server's clock.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
 /// The default largest command, bytes (a component travels inline).
-pub const DEFAULT_MAX_COMMAND_BYTES: usize = 16 << 20;
+pub const DEFAULT_MAX_COMMAND_BYTES: usize = 64 << 20;
 
 /// Why a command was refused. Every reason is safe to send to the carrier.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@
 
 use super::catalog::{capabilities, catalog_frame, CatalogHeader};
 use super::flood::FloodGuard;
+use super::gate::{GateKey, Socket};
 use super::State;
 use crate::auth::{Allow, AuthenticatedUser};
 use crate::bus::{AuditKind, AuditRecord, Capability, Grants, RefusalKind, Session, SessionId};
@@ -19,8 +20,7 @@ use crate::xml::{escape_attribute, ingest, Limits, Tag};
 use futures::{SinkExt as _, StreamExt as _};
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
-use hyper_tungstenite::tungstenite::Message;
-use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
+use hyper_tungstenite::tungstenite::{Error as WsError, Message};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
@@ -38,16 +38,14 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const AUTH_FAILED: &str = "authentication failed";
 
 /// Serves one upgraded connection to its end.
-pub(crate) async fn serve(state: Arc<State>, websocket: HyperWebsocket, peer: SocketAddr) {
-    let Ok(mut ws) = websocket.await else {
-        return;
-    };
+pub(crate) async fn serve(state: Arc<State>, mut ws: Socket, gate: GateKey, peer: SocketAddr) {
     let _open = Counted::new(&state.counters.connections);
     let Some(login) = authenticate(&state, &mut ws, peer).await else {
         state.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
         close(&mut ws, CloseCode::Policy, AUTH_FAILED).await;
         return;
     };
+    gate.open();
     let user = match &login {
         Login::Fresh(user) => user.name().to_owned(),
         Login::Resumed(attached) => attached.user.clone(),
@@ -111,6 +109,12 @@ pub(crate) async fn serve(state: Arc<State>, websocket: HyperWebsocket, peer: So
             (CloseCode::Normal, "idle timeout")
         }
         Ending::TakenOver => (CloseCode::Policy, "session resumed elsewhere"),
+        Ending::FrameTooLarge => {
+            state
+                .sessions
+                .detach(session.id(), &attached.attachment, Instant::now());
+            (CloseCode::Size, "frame too large")
+        }
         Ending::Shutdown => {
             state
                 .sessions
@@ -167,11 +171,7 @@ fn audit_auth(
 }
 
 /// Reads the first frame and checks it; `None` for every kind of failure.
-async fn authenticate(
-    state: &State,
-    ws: &mut HyperWebsocketStream,
-    peer: SocketAddr,
-) -> Option<Login> {
+async fn authenticate(state: &State, ws: &mut Socket, peer: SocketAddr) -> Option<Login> {
     let first = tokio::time::timeout(AUTH_TIMEOUT, ws.next())
         .await
         .ok()??
@@ -246,6 +246,8 @@ async fn authenticate(
 /// How a connection ended.
 enum Ending {
     ClientClosed,
+    /// A frame past the WebSocket cap, refused from its header.
+    FrameTooLarge,
     TakenOver,
     EndSession,
     Flooding,
@@ -265,12 +267,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(
-        mut self,
-        ws: &mut HyperWebsocketStream,
-        attached: &Attached,
-        resumed: bool,
-    ) -> Ending {
+    async fn run(mut self, ws: &mut Socket, attached: &Attached, resumed: bool) -> Ending {
         let mut changes = self.state.bus.changes();
         let mut grant_changes = self.state.privileged.grant_changes();
         let mut shutdown = self.state.shutdown.clone();
@@ -305,8 +302,10 @@ impl Connection {
             tokio::select! {
                 () = taken_over.notified() => return Ending::TakenOver,
                 frame = ws.next() => {
-                    let Some(Ok(frame)) = frame else {
-                        return Ending::ClientClosed;
+                    let frame = match frame {
+                        Some(Ok(frame)) => frame,
+                        Some(Err(WsError::Capacity(_))) => return Ending::FrameTooLarge,
+                        _ => return Ending::ClientClosed,
                     };
                     self.last_seen = Instant::now();
                     match frame {
@@ -455,7 +454,7 @@ impl Connection {
         (!self.flood.bad_message(Instant::now())).then_some(Ending::Flooding)
     }
 
-    async fn push_catalog_if_changed(&mut self, ws: &mut HyperWebsocketStream) {
+    async fn push_catalog_if_changed(&mut self, ws: &mut Socket) {
         let fresh = capabilities(&self.state.bus.table(), &self.session.grants());
         if fresh == self.catalog {
             return;
@@ -493,7 +492,7 @@ fn starts_element(frame: &[u8], name: &[u8]) -> bool {
 }
 
 /// Sends a close frame and waits briefly for the client's answer.
-async fn close(ws: &mut HyperWebsocketStream, code: CloseCode, reason: &str) {
+async fn close(ws: &mut Socket, code: CloseCode, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: reason.to_owned().into(),

@@ -1,7 +1,7 @@
 //! The routes of the one port: the WebSocket channel and the web console
 //! on `/`, `/healthz`, `/metrics`; anything else is 404.
 
-use super::{connection, metrics, State};
+use super::{connection, gate, metrics, State};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
@@ -34,10 +34,11 @@ pub(crate) async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path();
     if path == "/" && hyper_tungstenite::is_upgrade_request(&request) {
-        // tungstenite refuses frames past this hard cap outright (close
-        // 1009); frames between `max_message_bytes` and the cap get a
-        // polite bad-frame error from the connection, unless they are
-        // privileged commands (which may carry a component inline).
+        // tungstenite refuses frames past this hard cap before buffering
+        // them (close 1009); frames between `max_message_bytes` and the cap
+        // get a polite bad-frame error from the connection, unless they are
+        // privileged commands (which may carry a component inline). Before
+        // login the gate allows far less (see `gate`).
         let cap = state
             .max_message_bytes
             .saturating_mul(4)
@@ -50,19 +51,27 @@ pub(crate) async fn handle(
             .write_buffer_size(0)
             .max_message_size(Some(cap))
             .max_frame_size(Some(cap));
-        return Ok(
-            match hyper_tungstenite::upgrade(&mut request, Some(config)) {
-                Ok((response, websocket)) => {
-                    tokio::spawn(connection::serve(Arc::clone(&state), websocket, peer));
-                    response
-                }
-                Err(_) => respond(
-                    StatusCode::BAD_REQUEST,
-                    "text/plain",
-                    "bad WebSocket upgrade\n",
-                ),
-            },
-        );
+        return Ok(match gate::accept(&mut request) {
+            Ok((accept_key, upgrade)) => {
+                tokio::spawn(async move {
+                    if let Ok((socket, key)) = gate::open(upgrade, config).await {
+                        connection::serve(state, socket, key, peer).await;
+                    }
+                });
+                Response::builder()
+                    .status(StatusCode::SWITCHING_PROTOCOLS)
+                    .header(hyper::header::CONNECTION, "upgrade")
+                    .header(hyper::header::UPGRADE, "websocket")
+                    .header("Sec-WebSocket-Accept", accept_key)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+            }
+            Err(error) => respond(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("bad WebSocket upgrade: {error}\n"),
+            ),
+        });
     }
     Ok(match (request.method(), path) {
         (&Method::GET, "/") => respond(StatusCode::OK, "text/html; charset=utf-8", CONSOLE_HTML),

@@ -19,6 +19,7 @@ mod catalog;
 pub mod config;
 mod connection;
 mod flood;
+mod gate;
 mod http;
 mod metrics;
 pub mod tls;
@@ -335,7 +336,7 @@ async fn assemble(
     let key = organism_key(config)?;
     let users = Users::load(&config.users)?;
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
-        cache_dir: Some(config.data_dir.join("compiled")),
+        cache_dir: Some(config.compile_cache.clone()),
         max_instances: config.max_instances,
         ..RuntimeConfig::default()
     })?);
