@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 /// The folder holding the built example agents: `$AGENTSERVER_AGENTS_DIR`, or
-/// the workspace's `target/wasm32-wasip2/release`.
+/// the workspace's `target/agents`.
 pub fn agents_dir() -> PathBuf {
     match std::env::var_os("AGENTSERVER_AGENTS_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/agents"),
     }
 }
 
@@ -33,11 +33,18 @@ pub fn agent_bytes(name: &str) -> Vec<u8> {
     std::fs::read(agent_wasm(name)).expect("read agent component")
 }
 
+/// The compile cache the tests share (`target/agent-cache`): the large
+/// interpreter components are compiled once, not once per test binary.
+pub fn compile_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/agent-cache")
+}
+
 /// A runtime config small enough that several runtimes fit in one test
-/// process.
+/// process, with the shared compile cache.
 pub fn small_runtime_config() -> RuntimeConfig {
     RuntimeConfig {
         max_instances: 64,
+        cache_dir: Some(compile_cache()),
         ..RuntimeConfig::default()
     }
 }
@@ -171,7 +178,8 @@ impl TestServer {
         )
         .expect("private key");
         let mut config = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nusers = \"users.toml\"\nidentity = \"identity.pub\"\nmax_instances = 64\n{extra}\n"
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nusers = \"users.toml\"\nidentity = \"identity.pub\"\nmax_instances = 64\ncompile_cache = {:?}\n{extra}\n",
+            compile_cache().display().to_string()
         );
         for (name, component, tags) in agents {
             let tags: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();

@@ -4,13 +4,25 @@
 //!
 //! # The compile cache
 //!
-//! `CACHE_DIR/HASH.cwasm` holds `Component::serialize` output and
-//! `CACHE_DIR/HASH.cwasm.sha256` the SHA-256 of that file. A cache file is
-//! used only when its checksum matches and wasmtime accepts it for this
-//! engine (same version, same settings); anything else — missing, corrupt,
-//! truncated, from another version — is ignored, recompiled and rewritten.
-//! Files are written to a temporary name and renamed, so a crash leaves
-//! either the old file or the new one.
+//! `CACHE_DIR/HASH.cwasm` holds `Component::serialize` output. A restart
+//! maps that file into memory (`Component::deserialize_file`) rather than
+//! reading it: code pages come from the page cache on first use, and the
+//! initial linear-memory images of the component's modules are mapped
+//! copy-on-write straight from the file, so neither loading nor
+//! instantiating copies them. That is what makes a 20 MB interpreter
+//! component load in milliseconds.
+//!
+//! A cache file is used only when wasmtime accepts it for this engine (its
+//! own format, same version, same settings); anything else — missing,
+//! truncated, from another version or configuration — is ignored,
+//! recompiled and rewritten. Files are written to a temporary name, synced
+//! and renamed, so a crash leaves either the old file or the new one. The
+//! directory is trusted as the server's binary is: only servers write it
+//! (several of the same build may share one), and its contents are not
+//! checksummed on load (that would read every page of the file). Never
+//! change a cache file in place while a server runs — its code is mapped
+//! from that file; deleting files, or the whole directory to force
+//! recompilation, is safe.
 
 use super::bindings::AgentPre;
 use super::error::LoadError;
@@ -185,30 +197,25 @@ impl ComponentStore {
         self.loaded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn cache_paths(&self, hash: &ComponentHash) -> Option<(PathBuf, PathBuf)> {
-        let dir = self.cache_dir.as_ref()?;
-        Some((
-            dir.join(format!("{hash}.cwasm")),
-            dir.join(format!("{hash}.cwasm.sha256")),
-        ))
+    fn cache_path(&self, hash: &ComponentHash) -> Option<PathBuf> {
+        Some(self.cache_dir.as_ref()?.join(format!("{hash}.cwasm")))
     }
 
-    /// The cached compiled code for `hash`, if present, intact and made by a
+    /// The cached compiled code for `hash`, if present and made by a
     /// compatible engine.
     fn load_cached(&self, hash: &ComponentHash) -> Option<Component> {
-        let (code_path, sum_path) = self.cache_paths(hash)?;
-        let code = std::fs::read(&code_path).ok()?;
-        let recorded = std::fs::read_to_string(&sum_path).ok()?;
-        if recorded.trim() != hex::encode(Sha256::digest(&code)) {
-            tracing::warn!(component = %hash, "compiled cache file is corrupt; recompiling");
+        let path = self.cache_path(hash)?;
+        if !path.is_file() {
             return None;
         }
-        // SAFETY: `deserialize` trusts its input to be wasmtime's own
-        // serialization. The bytes are exactly those this store wrote (their
-        // checksum matches the one recorded beside them, in a directory only
-        // the server writes), and wasmtime itself refuses output of another
-        // version or configuration.
-        match unsafe { Component::deserialize(&self.engine, &code) } {
+        // SAFETY: `deserialize_file` trusts its input to be wasmtime's own
+        // serialization and the file not to change while mapped. The file
+        // is one this store wrote, atomically, in a directory only the
+        // server writes, and never rewrites in place (a rebuild renames a
+        // new file over it, which leaves existing mappings intact);
+        // wasmtime itself refuses files of another format, version or
+        // configuration.
+        match unsafe { Component::deserialize_file(&self.engine, &path) } {
             Ok(component) => Some(component),
             Err(error) => {
                 tracing::info!(component = %hash, error = %describe(&error),
@@ -221,17 +228,13 @@ impl ComponentStore {
     /// Writes the compiled code for `hash` to the cache. Failures are logged
     /// and otherwise ignored: the cache only saves time.
     fn store_cached(&self, hash: &ComponentHash, component: &Component) {
-        let Some((code_path, sum_path)) = self.cache_paths(hash) else {
+        let Some(path) = self.cache_path(hash) else {
             return;
         };
         let result = component
             .serialize()
             .map_err(|e| std::io::Error::other(describe(&e)))
-            .and_then(|code| {
-                let sum = hex::encode(Sha256::digest(&code));
-                write_atomically(&code_path, &code)?;
-                write_atomically(&sum_path, sum.as_bytes())
-            });
+            .and_then(|code| write_atomically(&path, &code));
         if let Err(error) = result {
             tracing::warn!(component = %hash, %error, "could not write the compile cache");
         }

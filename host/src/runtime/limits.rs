@@ -70,8 +70,9 @@ pub struct RuntimeConfig {
     /// sessions. Default 1,000.
     pub max_instances: u32,
     /// Core wasm instances per component instance, on average, that the pool
-    /// reserves room for (interpreters built as components link several
-    /// modules). Default 4.
+    /// reserves room for. A Rust or C agent has a handful; an interpreter
+    /// built as a component links many modules (a componentize-py agent has
+    /// 14), and the default leaves room for 1,000 of those. Default 16.
     pub core_instances_per_instance: u32,
     /// The largest linear memory any instance may have; an agent's
     /// `memory_bytes` cannot go past it. Default 256 MiB.
@@ -88,7 +89,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             cache_dir: None,
             max_instances: 1_000,
-            core_instances_per_instance: 4,
+            core_instances_per_instance: 16,
             max_memory_bytes: 256 << 20,
             max_wasm_stack_bytes: 512 << 10,
             epoch_tick: Duration::from_millis(1),

@@ -83,7 +83,7 @@ pub struct Config {
     /// looked up. Default `DATA_DIR/components`.
     pub components_dir: PathBuf,
     /// Largest privileged command, bytes (a component may travel inline).
-    /// Default 16 MiB.
+    /// Default 64 MiB; every other frame keeps `max_message_bytes`.
     pub max_command_bytes: usize,
     /// A production certificate chain (PEM); with `tls_key`.
     pub tls_cert: Option<PathBuf>,
@@ -108,6 +108,10 @@ pub struct Config {
     /// Agent instances the runtime's pool holds, all agents together.
     /// Default 1,000.
     pub max_instances: u32,
+    /// Where compiled components are cached by hash, so that a restart
+    /// maps them instead of compiling. Several servers of the same build
+    /// may share one. Default `DATA_DIR/compiled`.
+    pub compile_cache: PathBuf,
     /// Boot-time agents.
     pub agents: Vec<AgentConfig>,
 }
@@ -171,6 +175,9 @@ impl Config {
             .path(root, "data_dir")?
             .unwrap_or_else(|| base.join("data"));
         let identity = reader.path(root, "identity")?;
+        let compile_cache = reader
+            .path(root, "compile_cache")?
+            .unwrap_or_else(|| data_dir.join("compiled"));
         Ok(Config {
             listen,
             components_dir: reader
@@ -207,6 +214,7 @@ impl Config {
             max_instances: reader
                 .integer(root, "max_instances")?
                 .map_or(1_000, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+            compile_cache,
             agents,
         })
     }
