@@ -3,27 +3,51 @@
 #   make run     build everything and start the demo with the example agents
 #   make test    build everything and run every check and test
 #   make bench   run the benchmarks (figures go in docs/benchmarks.md)
-#   make agents  build the example agents for wasm32-wasip2
+#   make agents  build the example agents (Rust, Python, JavaScript, C) into target/agents
+#   make agent-tools  install the pinned toolchains of the Python, JavaScript and C agents
 #   make fuzz    fuzz the XML core (nightly toolchain and cargo-fuzz)
 
 CARGO        ?= cargo
 WASM_TARGET  := wasm32-wasip2
 AGENTS       := echo calculator counter delegator hostile
-AGENTS_DIR   := target/$(WASM_TARGET)/release
+RUST_OUT     := target/$(WASM_TARGET)/release
+## The one folder every example agent is built into, whatever its language.
+AGENTS_DIR   := target/agents
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all run test bench agents build toolchain pydeps sysdeps lint fmt fuzz clean
+.PHONY: all run test bench agents agent-tools agent-tests build toolchain pydeps sysdeps lint fmt fuzz clean
 
-all: build agents
+all: build agent-tools agents
 
 ## The Rust target the agents are built for; rustup fetches it once.
 toolchain:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
 
+## The toolchains of the agents in other languages, at pinned versions:
+## componentize-py (PyPI), componentize-js (npm), and clang-14 + wasi-libc
+## (Debian) with wit-bindgen-cli and wasm-tools (crates.io). Each script is
+## a quick no-op when its tools are present.
+agent-tools: toolchain
+	@bash example-agents/python/install-tools.sh
+	@bash example-agents/javascript/install-tools.sh
+	@bash example-agents/c/install-tools.sh
+
+## Builds every example agent from source into $(AGENTS_DIR), without
+## touching a registry; a missing tool stops it with the command to run.
 agents: toolchain
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(AGENTS))
-	@for agent in $(AGENTS); do test -f $(AGENTS_DIR)/$$agent.wasm || { echo "missing $(AGENTS_DIR)/$$agent.wasm" >&2; exit 1; }; done
+	@mkdir -p $(AGENTS_DIR)
+	@for agent in $(AGENTS); do cp -p $(RUST_OUT)/$$agent.wasm $(AGENTS_DIR)/ || { echo "missing $(RUST_OUT)/$$agent.wasm" >&2; exit 1; }; done
+	bash example-agents/python/build.sh $(AGENTS_DIR)
+	node example-agents/javascript/build.mjs $(AGENTS_DIR)
+	bash example-agents/c/build.sh $(AGENTS_DIR)
+
+## The agents' own tests of their logic, in their own languages.
+agent-tests:
+	bash example-agents/python/test.sh
+	bash example-agents/javascript/test.sh
+	bash example-agents/c/test.sh
 
 ## System tools the tests use, from Debian when missing: chromium, node and
 ## npm for the browser test, redis-server for the Redis backend.
@@ -43,11 +67,11 @@ pydeps:
 build:
 	$(CARGO) build -p agentserver
 
-DEMO_TAGS := echo,calculate,count,square-sum
+DEMO_TAGS := echo,calculate,count,square-sum,stats,stats-total,sort,checksum
 
 ## Builds everything, makes the demo user once, and serves the example
 ## agents on 127.0.0.1:8765 (the dev TLS certificate is made on first start).
-run: build agents
+run: build agent-tools agents
 	@mkdir -p run
 	@test -f run/users.toml || $(CARGO) run -q -p agentserver -- user add demo --allow $(DEMO_TAGS) --users run/users.toml --qr-png run/demo-qr.png
 	@test -f run/identity.pub || $(CARGO) run -q -p agentserver -- identity generate --out run
@@ -63,10 +87,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: agents pydeps sysdeps lint
+test: agent-tools agents pydeps sysdeps lint agent-tests
 	$(CARGO) test --workspace
 
-bench: agents pydeps
+bench: agent-tools agents pydeps
 	$(CARGO) bench -p agentserver
 
 FUZZ_SECONDS ?= 600

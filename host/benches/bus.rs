@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 fn agent_path(name: &str) -> PathBuf {
     let dir = std::env::var_os("AGENTSERVER_AGENTS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/agents"));
     let path = dir.join(format!("{name}.wasm"));
     assert!(
         path.is_file(),

@@ -159,8 +159,7 @@ fn a_bad_config_is_one_clear_line() {
 #[cfg(unix)]
 #[test]
 fn connect_sends_a_file_and_prints_the_answer() {
-    let agents =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release");
+    let agents = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/agents");
     let echo = agents.join("echo.wasm");
     assert!(
         echo.is_file(),

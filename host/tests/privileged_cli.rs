@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 const BINARY: &str = env!("CARGO_BIN_EXE_agentserver");
 
 fn agents_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/agents")
 }
 
 fn agentserver(args: &[&str]) -> std::process::Output {

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Folder holding the built example agents (`make agents`).
-    #[arg(long, default_value = "target/wasm32-wasip2/release")]
+    #[arg(long, default_value = "target/agents")]
     agents: PathBuf,
     /// Connections driving messages at once.
     #[arg(long, default_value_t = 32)]

@@ -1,0 +1,132 @@
+// Builds every JavaScript example agent into a WebAssembly component.
+//
+//   node example-agents/javascript/build.mjs OUTDIR
+//
+// An agent is a folder NAME/ here holding NAME.js, the module that exports
+// the world's `handle`; it becomes OUTDIR/NAME.wasm, built by componentize-js
+// against the repository's wit/ folder (world `agent`). Installs nothing:
+// componentize-js comes from `make agent-tools`
+// (example-agents/javascript/install-tools.sh).
+
+import { readFile, readdir, mkdir, writeFile, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, '../..');
+const witPath = join(repo, 'wit');
+
+// Every WASI feature the engine can do without. The agents only compute on
+// the payload they are given: no console, no clocks or timers, no random
+// numbers, no fetch. Each one left on would add WASI imports to the
+// component — attack surface and instantiation cost — and with all of them
+// off the component imports only the world's own `host` interface. (Errors
+// are not printed either: the agents catch them and return a failure.)
+const DISABLED_FEATURES = ['stdio', 'random', 'clocks', 'http', 'fetch-event'];
+
+function die(message) {
+  console.error(`build.mjs: ${message}`);
+  process.exit(1);
+}
+
+async function loadComponentize() {
+  const pkg = JSON.parse(await readFile(join(here, 'package.json'), 'utf8'));
+  const pinned = pkg.devDependencies['@bytecodealliance/componentize-js'];
+  const installed = join(here, 'node_modules/@bytecodealliance/componentize-js/package.json');
+  const version = existsSync(installed)
+    ? JSON.parse(await readFile(installed, 'utf8')).version
+    : null;
+  if (version !== pinned) {
+    die(
+      `@bytecodealliance/componentize-js ${pinned} is ${version ? `not installed (found ${version})` : 'not installed'}` +
+        ` in ${relative(process.cwd(), join(here, 'node_modules')) || '.'}: run \`make agent-tools\`` +
+        ' (or example-agents/javascript/install-tools.sh) first',
+    );
+  }
+  // Resolved from this file's folder, so from its node_modules.
+  const { componentize } = await import('@bytecodealliance/componentize-js');
+  return { componentize, version };
+}
+
+async function findAgents() {
+  const agents = [];
+  for (const entry of await readdir(here, { withFileTypes: true })) {
+    if (!entry.isDirectory() || entry.name === 'node_modules') continue;
+    const source = join(here, entry.name, `${entry.name}.js`);
+    if (existsSync(source)) agents.push({ name: entry.name, source });
+  }
+  return agents.sort((a, b) => (a.name < b.name ? -1 : 1));
+}
+
+/** The newest modification time of `path`, a file or a folder's files. */
+async function newest(path) {
+  const info = await stat(path);
+  if (!info.isDirectory()) return info.mtimeMs;
+  let latest = 0;
+  for (const entry of await readdir(path, { withFileTypes: true })) {
+    if (entry.name === 'node_modules' || entry.name.endsWith('.wasm')) continue;
+    latest = Math.max(latest, await newest(join(path, entry.name)));
+  }
+  return latest;
+}
+
+/** Whether `out` exists and is newer than everything in `sources`. */
+async function upToDate(out, sources) {
+  if (!existsSync(out)) return false;
+  const built = (await stat(out)).mtimeMs;
+  for (const source of sources) {
+    if ((await newest(source)) > built) return false;
+  }
+  return true;
+}
+
+async function main() {
+  const [outArg] = process.argv.slice(2);
+  if (!outArg || process.argv.length > 3) {
+    die('usage: node example-agents/javascript/build.mjs OUTDIR');
+  }
+  const outDir = resolve(outArg);
+  const { componentize, version } = await loadComponentize();
+  const agents = await findAgents();
+  if (agents.length === 0) die(`no agents (NAME/NAME.js) in ${here}`);
+  await mkdir(outDir, { recursive: true });
+
+  const cwd = process.cwd();
+  console.log(`componentize-js ${version}; disabled features: ${DISABLED_FEATURES.join(', ')}`);
+  for (const { name, source } of agents) {
+    const out = join(outDir, `${name}.wasm`);
+    // componentize-js does not build reproducibly (each build has another
+    // SHA-256), so a component newer than its sources is kept as it is.
+    if (await upToDate(out, [dirname(source), witPath, join(here, 'package-lock.json')])) {
+      console.log(`${name}: ${relative(cwd, out)} is up to date`);
+      continue;
+    }
+    const started = process.hrtime.bigint();
+    // componentize-js lets the engine read (while it pre-initializes) the
+    // files under the current directory when the source is inside it: keep
+    // that to the agent's own folder.
+    process.chdir(dirname(source));
+    let component;
+    try {
+      ({ component } = await componentize({
+        sourcePath: source,
+        witPath,
+        worldName: 'agent',
+        disableFeatures: DISABLED_FEATURES,
+      }));
+    } catch (error) {
+      die(`${name}: ${error.message ?? error}`);
+    } finally {
+      process.chdir(cwd);
+    }
+    await writeFile(out, component);
+    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    const { size } = await stat(out);
+    const mib = (size / (1 << 20)).toFixed(1);
+    const shown = relative(cwd, out).startsWith('..') ? out : relative(cwd, out);
+    console.log(`${name}: ${shown} ${size} bytes (${mib} MiB) in ${(ms / 1000).toFixed(1)} s`);
+  }
+}
+
+await main();

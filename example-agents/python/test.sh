@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs the unit tests of the Python example agents' pure logic with plain
+# CPython (no component, no bindings). Run from anywhere.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here/../.."
+python3 -m unittest discover -s example-agents/python/stats "$@"
