@@ -66,13 +66,30 @@ impl LoginArgs {
                     .context("the TOTP secret is not base32")?;
                 Ok(crate::auth::totp_code(&secret, SystemTime::now()))
             }
-            None => {
-                eprint!("TOTP code for {}: ", self.user()?);
-                std::io::stderr().flush()?;
-                let mut line = String::new();
-                std::io::stdin().read_line(&mut line)?;
-                Ok(line.trim().to_owned())
-            }
+            None => ask_terminal(&format!("TOTP code for {}: ", self.user()?)),
         }
     }
+}
+
+/// Asks `prompt` on the terminal and reads one line. When standard input is
+/// not the terminal (it may carry the command, as in `sign … | apply -`),
+/// the question goes to the controlling terminal, `/dev/tty`.
+fn ask_terminal(prompt: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    let mut line = String::new();
+    if std::io::stdin().is_terminal() {
+        eprint!("{prompt}");
+        std::io::stderr().flush()?;
+        std::io::stdin().read_line(&mut line)?;
+    } else {
+        let mut tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .context("no terminal to ask for the TOTP code on: use --totp-secret-file")?;
+        tty.write_all(prompt.as_bytes())?;
+        tty.flush()?;
+        std::io::BufReader::new(tty).read_line(&mut line)?;
+    }
+    Ok(line.trim().to_owned())
 }
