@@ -6,24 +6,7 @@
 //! Build them first: `bash example-agents/c/build.sh target/agents`.
 
 use agentserver::runtime::{AgentLimits, CallError, GuestFailure};
-use agentserver_tests::{agent, call};
-
-/// The CRC-32 (IEEE 802.3, as zlib's `crc32`) of `bytes`, bit by bit: an
-/// implementation independent of the agent's table-driven one.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                0xEDB8_8320 ^ (crc >> 1)
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
+use agentserver_tests::{agent, call, crc32};
 
 #[test]
 fn the_reference_crc32_matches_known_vectors() {

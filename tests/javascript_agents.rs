@@ -3,12 +3,9 @@
 //! script in one ~12 MB component. Build them with
 //! `node example-agents/javascript/build.mjs target/agents`.
 
-use agentserver::runtime::{
-    Agent, AgentComponent, AgentLimits, CallError, GuestFailure, Runtime, RuntimeConfig,
-};
-use agentserver_tests::{agents_dir, call};
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use agentserver::runtime::{Agent, AgentLimits, CallError, GuestFailure};
+use agentserver_tests::{call, component, runtime};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The JS agents run under the default limits, which fit them: an instance
@@ -20,44 +17,6 @@ use std::time::{Duration, Instant};
 /// million, against the default 50 million.
 fn js_limits() -> AgentLimits {
     AgentLimits::default()
-}
-
-/// This binary's runtime: the compiled JS components are cached in
-/// `target/agent-cache`, so that only the first run compiles them.
-fn runtime() -> &'static Runtime {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/agent-cache");
-        Runtime::new(RuntimeConfig {
-            cache_dir: Some(cache),
-            max_instances: 16,
-            ..RuntimeConfig::default()
-        })
-        .expect("start runtime")
-    })
-}
-
-/// The JS agent `name` (`target/agents/NAME.wasm`), loaded once per binary.
-fn component(name: &str) -> Arc<AgentComponent> {
-    static SORT: OnceLock<Arc<AgentComponent>> = OnceLock::new();
-    static SPIN: OnceLock<Arc<AgentComponent>> = OnceLock::new();
-    let cell = match name {
-        "sort" => &SORT,
-        "spin-js" => &SPIN,
-        other => panic!("no JS agent {other}"),
-    };
-    Arc::clone(cell.get_or_init(|| {
-        let path = agents_dir().join(format!("{name}.wasm"));
-        assert!(
-            path.is_file(),
-            "{} is missing: build the JavaScript agents with \
-             `node example-agents/javascript/build.mjs target/agents`",
-            path.display()
-        );
-        runtime()
-            .load_component_file(&path)
-            .unwrap_or_else(|e| panic!("load {}: {e}", path.display()))
-    }))
 }
 
 fn sort_agent() -> Arc<Agent> {

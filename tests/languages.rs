@@ -7,7 +7,7 @@
 //! Run-time admission of each language by a signed command, with the very
 //! commands of `docs/agents/`, is tested in `host/tests/agent_docs.rs`.
 
-use agentserver_tests::{agent_wasm, recv_text, TestServer};
+use agentserver_tests::{agent_wasm, crc32, recv_text, TestServer};
 
 /// One boot agent as an `[[agent]]` table, with its limits.
 fn agent_table(name: &str, component: &str, tags: &[&str], limits: &str) -> String {
@@ -178,20 +178,4 @@ async fn a_python_agent_keeps_state_per_session() {
         "{bob_total}"
     );
     server.stop().await;
-}
-
-/// CRC-32 (IEEE), bit by bit: the reference the C agent is checked against.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }

@@ -6,12 +6,9 @@
 //!
 //! Build them first: `bash example-agents/python/build.sh target/agents`.
 
-use agentserver::runtime::{
-    Agent, AgentComponent, AgentLimits, CallError, GuestFailure, Runtime, RuntimeConfig,
-};
-use agentserver_tests::{agent_wasm, call, small_runtime_config};
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use agentserver::runtime::{Agent, AgentLimits, CallError, GuestFailure};
+use agentserver_tests::{call, component, runtime};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Linear memory a Python agent instance may hold: the default, 16 MiB.
@@ -38,37 +35,6 @@ fn python_limits() -> AgentLimits {
         fuel: PYTHON_FUEL,
         ..AgentLimits::default()
     }
-}
-
-/// The runtime of this test binary, caching compiled components in
-/// `target/agent-cache` so that reruns skip compiling the ~18 MB components.
-fn runtime() -> &'static Runtime {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/agent-cache");
-        Runtime::new(RuntimeConfig {
-            cache_dir: Some(cache),
-            ..small_runtime_config()
-        })
-        .expect("start runtime")
-    })
-}
-
-/// Python agent `name`'s component, compiled (or read from the cache) once
-/// per test binary, however many tests ask for it at once.
-fn component(name: &str) -> Arc<AgentComponent> {
-    static STATS: OnceLock<Arc<AgentComponent>> = OnceLock::new();
-    static SPIN: OnceLock<Arc<AgentComponent>> = OnceLock::new();
-    let cell = match name {
-        "stats" => &STATS,
-        "spin-py" => &SPIN,
-        other => panic!("no Python agent {other}"),
-    };
-    Arc::clone(cell.get_or_init(|| {
-        runtime()
-            .load_component_file(&agent_wasm(name))
-            .unwrap_or_else(|e| panic!("load the Python agent {name}: {e}"))
-    }))
 }
 
 /// A fresh agent running Python agent `name` under `limits`.

@@ -4,27 +4,17 @@
 //! Needs the example agents (`make agents`). Run with `make bench` or
 //! `cargo bench -p agentserver --bench bus`.
 
+mod support;
+
+use support::agent_path;
+
 use agentserver::bus::{
     AgentName, Bus, BusConfig, Grants, Listener, ListenerTarget, NoAudit, Session,
 };
 use agentserver::runtime::{AgentLimits, Runtime, RuntimeConfig};
 use agentserver::xml::Tag;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn agent_path(name: &str) -> PathBuf {
-    let dir = std::env::var_os("AGENTSERVER_AGENTS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/agents"));
-    let path = dir.join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} missing: run `make agents`",
-        path.display()
-    );
-    path
-}
 
 fn register(bus: &Bus, runtime: &Runtime, name: &str, component: &str, tag: &str) {
     let loaded = runtime

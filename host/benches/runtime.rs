@@ -7,29 +7,14 @@
 //! it prints the median and 99th percentile of single calls, timed one by
 //! one, which criterion's batch timing cannot give.
 
+mod support;
+
+use support::{agent_path, payload_1k};
+
 use agentserver::runtime::{Agent, AgentLimits, Delivery, Runtime, RuntimeConfig, SessionKey};
 use criterion::{criterion_group, criterion_main, Criterion};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn agent_path(name: &str) -> PathBuf {
-    let dir = std::env::var_os("AGENTSERVER_AGENTS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/agents"));
-    let path = dir.join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} missing: run `make agents`",
-        path.display()
-    );
-    path
-}
-
-fn payload_1k() -> String {
-    let text = "The quick brown fox jumps over the lazy dog. ".repeat(23);
-    format!("<echo>{}</echo>", &text[..1024 - "<echo></echo>".len()])
-}
 
 struct Fixture {
     tokio: tokio::runtime::Runtime,

@@ -5,16 +5,13 @@
 //! it out again. The real binary, real components from `make agents`.
 
 use agentserver::client::{Client, Received, Trust};
-use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::{Duration, SystemTime};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_agentserver");
+mod support;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use support::{spawn_server, workspace, Spawned, BINARY};
 
 /// The `sh` blocks of a Markdown page, in order.
 fn sh_blocks(page: &str) -> Vec<String> {
@@ -70,20 +67,11 @@ impl Server {
             workspace().join("target/agent-cache").display().to_string()
         );
         std::fs::write(dir.path().join("organism.toml"), config).unwrap();
-        let mut child = Command::new(BINARY)
-            .args(["run", "--config"])
-            .arg(dir.path().join("organism.toml"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = lines.next().unwrap().unwrap().replace("listening on ", "");
-        let fingerprint = lines
-            .next()
-            .unwrap()
-            .unwrap()
-            .replace("tls certificate sha256 ", "");
+        let Spawned {
+            child,
+            url,
+            fingerprint,
+        } = spawn_server(&dir.path().join("organism.toml"));
         Server {
             child,
             dir,

@@ -4,7 +4,9 @@
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_agentserver");
+mod support;
+
+use support::{spawn_server, Spawned, BINARY};
 
 fn agentserver(args: &[&str]) -> std::process::Output {
     Command::new(BINARY)
@@ -159,7 +161,7 @@ fn a_bad_config_is_one_clear_line() {
 #[cfg(unix)]
 #[test]
 fn connect_sends_a_file_and_prints_the_answer() {
-    let agents = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/agents");
+    let agents = support::agents_dir();
     let echo = agents.join("echo.wasm");
     assert!(
         echo.is_file(),
@@ -175,18 +177,11 @@ fn connect_sends_a_file_and_prints_the_answer() {
         echo.display().to_string()
     );
     std::fs::write(dir.path().join("organism.toml"), config).unwrap();
-    let mut server = Command::new(BINARY)
-        .args([
-            "run",
-            "--config",
-            dir.path().join("organism.toml").to_str().unwrap(),
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let url = lines.next().unwrap().unwrap().replace("listening on ", "");
+    let Spawned {
+        child: mut server,
+        url,
+        ..
+    } = spawn_server(&dir.path().join("organism.toml"));
     let message = dir.path().join("message.xml");
     std::fs::write(&message, "<echo>over the wire</echo>\n").unwrap();
     let output = Command::new(BINARY)

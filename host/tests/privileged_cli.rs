@@ -3,16 +3,14 @@
 //! and a command made by Python's `cryptography` and lxml, and a signed
 //! graceful shutdown that lets a slow call finish and exits 0.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::{Path, PathBuf};
+use std::io::Write as _;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_agentserver");
+mod support;
 
-fn agents_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/agents")
-}
+use support::{agents_dir, spawn_server, Spawned, BINARY};
 
 fn agentserver(args: &[&str]) -> std::process::Output {
     Command::new(BINARY)
@@ -113,20 +111,11 @@ impl Server {
 
     /// Runs the server whose files are in `dir` (again).
     fn run(dir: tempfile::TempDir) -> Server {
-        let mut child = Command::new(BINARY)
-            .args(["run", "--config"])
-            .arg(dir.path().join("organism.toml"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = lines.next().unwrap().unwrap().replace("listening on ", "");
-        let fingerprint = lines
-            .next()
-            .unwrap()
-            .unwrap()
-            .replace("tls certificate sha256 ", "");
+        let Spawned {
+            child,
+            url,
+            fingerprint,
+        } = spawn_server(&dir.path().join("organism.toml"));
         Server {
             child,
             url,

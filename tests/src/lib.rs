@@ -2,10 +2,11 @@
 //! `make agents`, and gives each test binary one runtime to load them into.
 
 use agentserver::runtime::{
-    Agent, AgentLimits, CallError, Delivery, Runtime, RuntimeConfig, SessionKey,
+    Agent, AgentComponent, AgentLimits, CallError, Delivery, Runtime, RuntimeConfig, SessionKey,
 };
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The folder holding the built example agents: `$AGENTSERVER_AGENTS_DIR`, or
 /// the workspace's `target/agents`.
@@ -55,14 +56,46 @@ pub fn runtime() -> &'static Runtime {
     RUNTIME.get_or_init(|| Runtime::new(small_runtime_config()).expect("start runtime"))
 }
 
+/// Example component `name` (`target/agents/NAME.wasm`) loaded into the
+/// shared runtime once per test binary, however many tests ask for it at
+/// once (the large interpreter components take seconds to compile the
+/// first time; afterwards they come from the shared compile cache).
+pub fn component(name: &str) -> Arc<AgentComponent> {
+    type Slot = Arc<OnceLock<Arc<AgentComponent>>>;
+    static LOADED: OnceLock<Mutex<HashMap<String, Slot>>> = OnceLock::new();
+    let cell = {
+        let mut loaded = LOADED.get_or_init(Default::default).lock().unwrap();
+        Arc::clone(loaded.entry(name.to_owned()).or_default())
+    };
+    Arc::clone(cell.get_or_init(|| {
+        runtime()
+            .load_component_file(&agent_wasm(name))
+            .unwrap_or_else(|e| panic!("load example agent {name}: {e}"))
+    }))
+}
+
 /// Example agent `component` loaded into the shared runtime as `name`.
 pub fn agent(component: &str, limits: AgentLimits) -> Arc<Agent> {
-    let loaded = runtime()
-        .load_component_file(&agent_wasm(component))
-        .expect("load example agent");
     runtime()
-        .agent(component, loaded, limits)
+        .agent(component, self::component(component), limits)
         .expect("make agent")
+}
+
+/// CRC-32 (IEEE 802.3, as zlib's `crc32`) of `bytes`, bit by bit: the
+/// reference the C agent's table-driven one is checked against.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                0xEDB8_8320 ^ (crc >> 1)
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 /// Calls `agent` in `session` with `payload`, whose root tag is `tag`.

@@ -1,0 +1,26 @@
+//! What the benchmarks share: the built example agents and the 1 KB payload.
+
+#![allow(dead_code)] // each benchmark uses its own part
+
+use std::path::PathBuf;
+
+/// Example agent `name`'s component, from `$AGENTSERVER_AGENTS_DIR` or the
+/// workspace's `target/agents` (`make agents`).
+pub fn agent_path(name: &str) -> PathBuf {
+    let dir = std::env::var_os("AGENTSERVER_AGENTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/agents"));
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} missing: run `make agents`",
+        path.display()
+    );
+    path
+}
+
+/// `<echo>…</echo>`, 1,024 bytes in all.
+pub fn payload_1k() -> String {
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(23);
+    format!("<echo>{}</echo>", &text[..1024 - "<echo></echo>".len()])
+}
