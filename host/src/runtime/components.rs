@@ -162,8 +162,13 @@ impl ComponentStore {
         let (component, origin) = match self.load_cached(&hash) {
             Some(component) => (component, ComponentOrigin::Cached),
             None => {
+                tracing::info!(component = %hash, bytes = bytes.len(),
+                    "compiling a component (once: the code is cached for later starts)");
+                let started = std::time::Instant::now();
                 let component = Component::new(&self.engine, bytes)
                     .map_err(|e| LoadError::Invalid(describe(&e)))?;
+                tracing::info!(component = %hash, elapsed_ms = started.elapsed().as_millis() as u64,
+                    "compiled");
                 (component, ComponentOrigin::Compiled)
             }
         };
