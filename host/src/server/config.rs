@@ -14,6 +14,44 @@ use toml_edit::{DocumentMut, Item, TableLike};
 /// The default address: loopback, port 8765.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
 
+/// The keys the top level may hold.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "users",
+    "identity",
+    "components_dir",
+    "compile_cache",
+    "tls_cert",
+    "tls_key",
+    "storage",
+    "max_message_bytes",
+    "max_command_bytes",
+    "max_connections_per_user",
+    "messages_per_second",
+    "message_burst",
+    "max_pending_frames",
+    "session_timeout",
+    "max_instances",
+    "agent",
+];
+/// The keys of `[storage]`.
+const STORAGE_KEYS: &[&str] = &["backend", "url", "prefix"];
+/// The keys of an `[[agent]]`.
+const AGENT_KEYS: &[&str] = &[
+    "name",
+    "component",
+    "sha256",
+    "listens",
+    "description",
+    "max_concurrent",
+    "max_queued",
+    "session_timeout",
+    "fuel",
+    "memory_bytes",
+    "timeout_ms",
+];
+
 /// Why the configuration could not be read.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -138,6 +176,7 @@ impl Config {
             })?;
         let reader = Reader { name, base };
         let root = document.as_table();
+        reader.only_known(root, "", TOP_LEVEL_KEYS)?;
         let listen = reader
             .string(root, "listen")?
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
@@ -146,7 +185,12 @@ impl Config {
             .map_err(|_| reader.bad("listen", "must be an address such as 127.0.0.1:8765"))?;
         let storage = match root.get("storage").and_then(Item::as_table_like) {
             None => StorageConfig::Memory,
-            Some(table) => match reader.string(table, "backend")?.as_deref() {
+            Some(table) => match {
+                reader.only_known(table, "storage.", STORAGE_KEYS)?;
+                reader.string(table, "backend")?
+            }
+            .as_deref()
+            {
                 None | Some("memory") => StorageConfig::Memory,
                 Some("sqlite") => StorageConfig::Sqlite,
                 Some("redis") => StorageConfig::Redis {
@@ -226,6 +270,22 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// Refuses the first key of `table` not in `known`: a misspelt key
+    /// would otherwise be ignored without a word.
+    fn only_known(
+        &self,
+        table: &dyn TableLike,
+        prefix: &str,
+        known: &[&str],
+    ) -> Result<(), ConfigError> {
+        match table.iter().find(|(key, _)| !known.contains(key)) {
+            Some((key, _)) => {
+                Err(self.bad(&format!("{prefix}{key}"), "is not a configuration key"))
+            }
+            None => Ok(()),
+        }
+    }
+
     fn bad(&self, key: &str, reason: &str) -> ConfigError {
         ConfigError::Bad {
             path: self.name.to_owned(),
@@ -264,6 +324,7 @@ impl Reader<'_> {
             .string(table, "name")?
             .ok_or_else(|| self.bad("agent.name", "every [[agent]] needs a name"))?;
         let key = |field: &str| format!("agent `{name}`: {field}");
+        self.only_known(table, &key(""), AGENT_KEYS)?;
         let component = self
             .path(table, "component")?
             .ok_or_else(|| self.bad(&key("component"), "the component file is required"))?;
@@ -352,5 +413,38 @@ timeout_ms = 1000
         )
         .unwrap_err();
         assert!(err.to_string().contains("agent `x`: component"), "{err}");
+    }
+
+    #[test]
+    fn a_misspelt_key_is_named_not_ignored() {
+        let parse = |text: &str| {
+            Config::parse(text, Path::new("o.toml"), Path::new("."))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            parse("max_comand_bytes = 5"),
+            "o.toml: `max_comand_bytes`: is not a configuration key"
+        );
+        assert_eq!(
+            parse(
+                "[storage]
+backend = \"sqlite\"
+path = \"x\"
+"
+            ),
+            "o.toml: `storage.path`: is not a configuration key"
+        );
+        assert_eq!(
+            parse(
+                "[[agent]]
+name = \"x\"
+component = \"x.wasm\"
+listens = [\"x\"]
+fule = 1
+"
+            ),
+            "o.toml: `agent `x`: fule`: is not a configuration key"
+        );
     }
 }
