@@ -153,6 +153,49 @@ async fn stats_totals_are_per_session() {
     assert_eq!(agent.stats().instances, 3);
 }
 
+/// Waits (at most 10 s) for `agent` to have a spare instance ready.
+async fn spare_made(agent: &Agent) -> bool {
+    for _ in 0..10_000 {
+        if agent.stats().spare_ready {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_new_session_takes_a_spare_instance_made_in_the_background() {
+    // Instantiating CPython's 14 linked modules takes far longer than the
+    // 100 µs past which an agent keeps a spare instance.
+    let agent = python_agent("stats", python_limits());
+    stats(&agent, "dora", "1 2 3").await.unwrap();
+    assert!(
+        spare_made(&agent).await,
+        "a spare is made after the first session"
+    );
+    assert_eq!(
+        agent.stats().instances,
+        1,
+        "a spare is no session's instance"
+    );
+
+    // The next session takes the spare (fresh: it was never called)...
+    assert_eq!(
+        stats(&agent, "eve", "5").await.unwrap(),
+        [r#"<stats-result count="1" mean="5" median="5" stdev="0"/>"#]
+    );
+    let after = agent.stats();
+    assert!(!after.spare_ready, "the spare was taken");
+    assert_eq!(after.instances, 2);
+    assert_eq!(
+        total(&agent, "eve").await.unwrap(),
+        [r#"<stats-result scope="session" count="1" mean="5" median="5" stdev="0"/>"#]
+    );
+    // ...and another is made behind it.
+    assert!(spare_made(&agent).await, "the spare is replaced");
+}
+
 #[tokio::test]
 async fn a_python_agent_needs_its_initial_memory_to_start() {
     let limits = AgentLimits {

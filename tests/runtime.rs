@@ -369,6 +369,15 @@ async fn compiled_code_is_cached_and_a_truncated_cache_file_is_rebuilt() {
             call(&counter, "s", "count", "<count/>").await.unwrap(),
             ["<count-is>1</count-is>"]
         );
+        // The agent makes its spare instance in the background; once it is
+        // there, that work is done and holds nothing more.
+        for _ in 0..10_000 {
+            if counter.stats().spare_ready {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(counter.stats().spare_ready, "a spare instance is made");
         // Everything mapping the file is dropped here, as at a restart:
         // a cache file changed in place under a running server would pull
         // the code out from under it, which is why the store only ever

@@ -11,6 +11,18 @@
 //! admitted (tokio's mutex is fair); across sessions they run concurrently,
 //! up to `max_concurrent`.
 //!
+//! # The spare instance
+//!
+//! Instantiating a component that links many modules (an interpreter) takes
+//! hundreds of microseconds, all of it wasmtime's work, none of it the
+//! guest's. An agent whose latest instantiation took longer than 100 µs
+//! keeps one spare, instantiated in the background and never called: a new
+//! session takes it and a fresh spare is made behind it (after that
+//! session's first call), so a new session waits only for its first call.
+//! Agents that instantiate quickly (most Rust and C agents, componentize-js
+//! ones) keep none. A spare is not counted as a live instance; it holds one
+//! slot of the instance pool.
+//!
 //! # Cancellation
 //!
 //! Dropping a call's future before it finishes drops the instance it was
@@ -26,11 +38,15 @@ use super::output::GuestOutput;
 use super::state::{GuestLimit, InstanceState};
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 use tokio::sync::Semaphore;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+
+/// Instantiation slower than this makes a spare instance worth keeping.
+const SPARE_WORTHWHILE: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// The longest failure text kept from a guest; the rest is cut.
 const MAX_FAILURE_TEXT: usize = 1024;
@@ -92,6 +108,8 @@ pub struct AgentStats {
     pub sessions: usize,
     /// Calls that ran to completion in the guest, successful or not.
     pub calls: u64,
+    /// Whether a spare instance is ready for the next new session.
+    pub spare_ready: bool,
 }
 
 /// An admitted agent and its instances.
@@ -107,6 +125,14 @@ pub struct Agent {
     peak_in_flight: AtomicUsize,
     calls: AtomicU64,
     live_instances: Arc<AtomicUsize>,
+    /// A ready instance no session has used yet.
+    spare: Mutex<Option<Live>>,
+    /// Whether a spare is being made.
+    making_spare: AtomicBool,
+    /// Whether the latest instantiation was slow enough to keep a spare.
+    keep_spare: AtomicBool,
+    /// This agent, for the background task that makes the spare.
+    me: Weak<Agent>,
 }
 
 /// The instance of one session, if it has one.
@@ -118,13 +144,27 @@ struct Slot {
 struct Live {
     store: Store<InstanceState>,
     world: AgentWorld,
-    /// The agent's count of live instances, decremented when this one drops.
-    count: Arc<AtomicUsize>,
+    /// The agent's count of live instances once a session holds this one,
+    /// decremented when it drops; `None` while it is a spare.
+    count: Option<Arc<AtomicUsize>>,
+}
+
+impl Live {
+    /// Counts this instance as a session's.
+    fn attach(mut self, count: &Arc<AtomicUsize>) -> Self {
+        if self.count.is_none() {
+            count.fetch_add(1, Ordering::AcqRel);
+            self.count = Some(Arc::clone(count));
+        }
+        self
+    }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::AcqRel);
+        if let Some(count) = &self.count {
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -134,6 +174,7 @@ impl Agent {
         component: Arc<AgentComponent>,
         limits: AgentLimits,
         engine: Engine,
+        me: Weak<Agent>,
     ) -> Self {
         Agent {
             name: name.into(),
@@ -147,6 +188,10 @@ impl Agent {
             peak_in_flight: AtomicUsize::new(0),
             calls: AtomicU64::new(0),
             live_instances: Arc::new(AtomicUsize::new(0)),
+            spare: Mutex::new(None),
+            making_spare: AtomicBool::new(false),
+            keep_spare: AtomicBool::new(false),
+            me,
         }
     }
 
@@ -176,6 +221,11 @@ impl Agent {
             instances: self.live_instances.load(Ordering::Relaxed),
             sessions: self.lock_slots().len(),
             calls: self.calls.load(Ordering::Relaxed),
+            spare_ready: self
+                .spare
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some(),
         }
     }
 
@@ -200,11 +250,21 @@ impl Agent {
         if now.duration_since(slot.last_used) > self.limits.session_timeout {
             slot.live = None;
         }
+        let fresh = slot.live.is_none();
         let mut live = match slot.live.take() {
             Some(live) => live,
-            None => self.instantiate().await?,
+            None => match self.take_spare() {
+                Some(spare) => spare,
+                None => self.instantiate().await?,
+            }
+            .attach(&self.live_instances),
         };
         let result = self.run(&mut live, delivery).await;
+        if fresh {
+            // After the call, so that making the next spare does not
+            // compete with this session's first call.
+            self.make_spare();
+        }
         self.calls.fetch_add(1, Ordering::Relaxed);
         slot.last_used = Instant::now();
         match result {
@@ -214,6 +274,37 @@ impl Agent {
             }
             Outcome::Discarded(error) => Err(error),
         }
+    }
+
+    fn take_spare(&self) -> Option<Live> {
+        self.spare.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Makes a spare instance in the background, unless instantiating is
+    /// quick anyway, or there is one, or one is being made. A failure is
+    /// left for the next session's own instantiation to report.
+    fn make_spare(&self) {
+        if !self.keep_spare.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        if self
+            .spare
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+            || self.making_spare.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Ok(live) = me.instantiate().await {
+                *me.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(live);
+            }
+            me.making_spare.store(false, Ordering::Release);
+        });
     }
 
     /// Drops `session`'s instance, if any; a call in flight finishes first.
@@ -274,21 +365,21 @@ impl Agent {
         store.limiter(|state| state.limiter());
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         self.arm(&mut store, "");
+        let clock = Instant::now();
         let started = tokio::time::timeout(
             self.limits.timeout(),
             self.component.pre.instantiate_async(&mut store),
         )
         .await;
         output.end_call();
+        self.keep_spare
+            .store(clock.elapsed() > SPARE_WORTHWHILE, Ordering::Release);
         match started {
-            Ok(Ok(world)) => {
-                self.live_instances.fetch_add(1, Ordering::AcqRel);
-                Ok(Live {
-                    store,
-                    world,
-                    count: Arc::clone(&self.live_instances),
-                })
-            }
+            Ok(Ok(world)) => Ok(Live {
+                store,
+                world,
+                count: None,
+            }),
             Ok(Err(error)) => Err(match self.classify(&error) {
                 CallError::Trap(_) => CallError::Instantiate(describe(&error)),
                 limit => limit,

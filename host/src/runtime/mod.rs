@@ -158,11 +158,8 @@ impl Runtime {
                 max: self.config.max_memory_bytes,
             });
         }
-        Ok(Arc::new(Agent::new(
-            name,
-            component,
-            limits,
-            self.engine.clone(),
-        )))
+        Ok(Arc::new_cyclic(|me| {
+            Agent::new(name, component, limits, self.engine.clone(), me.clone())
+        }))
     }
 }
