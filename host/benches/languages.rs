@@ -18,10 +18,10 @@
 
 mod support;
 
-use support::{agent_path, payload_1k};
+use support::{agent_path, delivery, payload_1k};
 
 use agentserver::runtime::{
-    Agent, AgentLimits, ComponentOrigin, Delivery, Runtime, RuntimeConfig, SessionKey,
+    Agent, AgentLimits, ComponentOrigin, Runtime, RuntimeConfig, SessionKey,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -41,15 +41,6 @@ const FRESH: usize = 200;
 const WARM: usize = 5_000;
 /// Loads from the cache timed.
 const CACHED_LOADS: usize = 5;
-
-fn delivery(payload: &str) -> Delivery<'_> {
-    Delivery {
-        thread: "bench-thread",
-        sender: "user:bench",
-        tag: "echo",
-        payload,
-    }
-}
 
 fn runtime(cache: &Path) -> Runtime {
     Runtime::new(RuntimeConfig {

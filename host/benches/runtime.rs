@@ -9,9 +9,9 @@
 
 mod support;
 
-use support::{agent_path, payload_1k};
+use support::{agent_path, delivery, payload_1k};
 
-use agentserver::runtime::{Agent, AgentLimits, Delivery, Runtime, RuntimeConfig, SessionKey};
+use agentserver::runtime::{Agent, AgentLimits, Runtime, RuntimeConfig, SessionKey};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,15 +38,6 @@ fn fixture() -> Fixture {
         tokio,
         runtime,
         echo,
-    }
-}
-
-fn delivery(payload: &str) -> Delivery<'_> {
-    Delivery {
-        thread: "bench-thread",
-        sender: "user:bench",
-        tag: "echo",
-        payload,
     }
 }
 

@@ -1,7 +1,9 @@
-//! What the benchmarks share: the built example agents and the 1 KB payload.
+//! What the benchmarks share: the built example agents, the 1 KB payload
+//! and the delivery that carries it.
 
 #![allow(dead_code)] // each benchmark uses its own part
 
+use agentserver::runtime::Delivery;
 use std::path::PathBuf;
 
 /// Example agent `name`'s component, from `$AGENTSERVER_AGENTS_DIR` or the
@@ -23,4 +25,14 @@ pub fn agent_path(name: &str) -> PathBuf {
 pub fn payload_1k() -> String {
     let text = "The quick brown fox jumps over the lazy dog. ".repeat(23);
     format!("<echo>{}</echo>", &text[..1024 - "<echo></echo>".len()])
+}
+
+/// `payload` as an `<echo>` from a bench user, on one thread.
+pub fn delivery(payload: &str) -> Delivery<'_> {
+    Delivery {
+        thread: "bench-thread",
+        sender: "user:bench",
+        tag: "echo",
+        payload,
+    }
 }

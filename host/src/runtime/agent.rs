@@ -38,15 +38,14 @@ use super::output::GuestOutput;
 use super::state::{GuestLimit, InstanceState};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 /// Instantiation slower than this makes a spare instance worth keeping.
-const SPARE_WORTHWHILE: std::time::Duration = std::time::Duration::from_micros(100);
+const SPARE_WORTHWHILE: Duration = Duration::from_micros(100);
 
 /// The longest failure text kept from a guest; the rest is cut.
 const MAX_FAILURE_TEXT: usize = 1024;
@@ -221,11 +220,7 @@ impl Agent {
             instances: self.live_instances.load(Ordering::Relaxed),
             sessions: self.lock_slots().len(),
             calls: self.calls.load(Ordering::Relaxed),
-            spare_ready: self
-                .spare
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some(),
+            spare_ready: self.lock_spare().is_some(),
         }
     }
 
@@ -253,11 +248,14 @@ impl Agent {
         let fresh = slot.live.is_none();
         let mut live = match slot.live.take() {
             Some(live) => live,
-            None => match self.take_spare() {
-                Some(spare) => spare,
-                None => self.instantiate().await?,
+            None => {
+                let spare = self.lock_spare().take();
+                match spare {
+                    Some(spare) => spare,
+                    None => self.instantiate().await?,
+                }
+                .attach(&self.live_instances)
             }
-            .attach(&self.live_instances),
         };
         let result = self.run(&mut live, delivery).await;
         if fresh {
@@ -276,8 +274,8 @@ impl Agent {
         }
     }
 
-    fn take_spare(&self) -> Option<Live> {
-        self.spare.lock().unwrap_or_else(|e| e.into_inner()).take()
+    fn lock_spare(&self) -> MutexGuard<'_, Option<Live>> {
+        self.spare.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Makes a spare instance in the background, unless instantiating is
@@ -290,18 +288,12 @@ impl Agent {
         let Some(me) = self.me.upgrade() else {
             return;
         };
-        if self
-            .spare
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-            || self.making_spare.swap(true, Ordering::AcqRel)
-        {
+        if self.lock_spare().is_some() || self.making_spare.swap(true, Ordering::AcqRel) {
             return;
         }
         tokio::spawn(async move {
             if let Ok(live) = me.instantiate().await {
-                *me.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(live);
+                *me.lock_spare() = Some(live);
             }
             me.making_spare.store(false, Ordering::Release);
         });
@@ -327,9 +319,7 @@ impl Agent {
         before - slots.len()
     }
 
-    fn lock_slots(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Arc<tokio::sync::Mutex<Slot>>>> {
+    fn lock_slots(&self) -> MutexGuard<'_, HashMap<SessionKey, Arc<tokio::sync::Mutex<Slot>>>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 

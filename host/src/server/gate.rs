@@ -9,8 +9,10 @@
 //! are read from it in all, and reading past that fails the connection
 //! before anything more is buffered.
 
+use bytes::Bytes;
+use http_body_util::Full;
 use hyper::upgrade::{OnUpgrade, Upgraded};
-use hyper::Request;
+use hyper::{Request, Response, StatusCode};
 use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
 use hyper_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use hyper_util::rt::TokioIo;
@@ -39,8 +41,10 @@ pub(crate) enum UpgradeError {
 }
 
 /// Checks an upgrade request and returns the `101 Switching Protocols`
-/// response's accept key and the pending upgrade.
-pub(crate) fn accept<B>(request: &mut Request<B>) -> Result<(String, OnUpgrade), UpgradeError> {
+/// response to send and the pending upgrade.
+pub(crate) fn accept<B>(
+    request: &mut Request<B>,
+) -> Result<(Response<Full<Bytes>>, OnUpgrade), UpgradeError> {
     let key = request
         .headers()
         .get("Sec-WebSocket-Key")
@@ -53,8 +57,14 @@ pub(crate) fn accept<B>(request: &mut Request<B>) -> Result<(String, OnUpgrade),
     {
         return Err(UpgradeError::UnsupportedVersion);
     }
-    let accept_key = derive_accept_key(key.as_bytes());
-    Ok((accept_key, hyper::upgrade::on(request)))
+    let response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(hyper::header::CONNECTION, "upgrade")
+        .header(hyper::header::UPGRADE, "websocket")
+        .header("Sec-WebSocket-Accept", derive_accept_key(key.as_bytes()))
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+    Ok((response, hyper::upgrade::on(request)))
 }
 
 /// Completes a pending upgrade into a gated server-side WebSocket.

@@ -52,19 +52,13 @@ pub(crate) async fn handle(
             .max_message_size(Some(cap))
             .max_frame_size(Some(cap));
         return Ok(match gate::accept(&mut request) {
-            Ok((accept_key, upgrade)) => {
+            Ok((switching, upgrade)) => {
                 tokio::spawn(async move {
                     if let Ok((socket, key)) = gate::open(upgrade, config).await {
                         connection::serve(state, socket, key, peer).await;
                     }
                 });
-                Response::builder()
-                    .status(StatusCode::SWITCHING_PROTOCOLS)
-                    .header(hyper::header::CONNECTION, "upgrade")
-                    .header(hyper::header::UPGRADE, "websocket")
-                    .header("Sec-WebSocket-Accept", accept_key)
-                    .body(Full::new(Bytes::new()))
-                    .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+                switching
             }
             Err(error) => respond(
                 StatusCode::BAD_REQUEST,
