@@ -9,7 +9,7 @@
 
 CARGO        ?= cargo
 WASM_TARGET  := wasm32-wasip2
-AGENTS       := echo calculator counter delegator hostile
+AGENTS       := echo calculator counter delegator hostile fetch memo legacy
 RUST_OUT     := target/$(WASM_TARGET)/release
 ## The one folder every example agent is built into, whatever its language.
 AGENTS_DIR   := target/agents

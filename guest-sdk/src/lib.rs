@@ -39,6 +39,8 @@
 //!
 //! [AgentServer]: https://github.com/agentserver/agentserver
 
+pub mod http;
+pub mod kv;
 pub mod log;
 pub mod xml;
 
@@ -46,13 +48,16 @@ pub mod xml;
 // the crate too.
 extern crate self as agentserver_guest;
 
-/// Bindings generated from `wit/agent.wit`.
+/// Bindings generated from `wit/agent.wit`, world `agent-http-keyvalue`.
+/// An agent's component imports only what it uses: one that never calls
+/// [`http`] or [`kv`] needs no grant.
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "agent",
+        world: "agent-http-keyvalue",
+        generate_all,
         pub_export_macro: true,
         export_macro_name: "__export_agent_world",
         default_bindings_module: "::agentserver_guest::bindings",
@@ -66,6 +71,14 @@ pub mod __private {
 }
 
 pub use bindings::agentserver::agent::types::{Envelope, Failure};
+
+/// Sends one XML payload on the current thread now, before `handle`
+/// returns: progress, or an answer streamed in parts. It is routed like a
+/// returned payload and counts against the same per-call limits; past them
+/// the call ends.
+pub fn emit(payload: &str) {
+    bindings::agentserver::agent::host::emit(payload);
+}
 
 /// An agent: handles one message at a time.
 ///

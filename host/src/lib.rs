@@ -18,6 +18,7 @@
 pub mod audit;
 pub mod auth;
 pub mod bus;
+pub mod capability;
 pub mod cli;
 pub mod client;
 pub mod privileged;

@@ -1,6 +1,8 @@
 //! Shared harness for the end-to-end tests: finds the example agents built by
 //! `make agents`, and gives each test binary one runtime to load them into.
 
+pub mod upstream;
+
 use agentserver::runtime::{
     Agent, AgentComponent, AgentLimits, CallError, Delivery, Runtime, RuntimeConfig, SessionKey,
 };
@@ -113,6 +115,7 @@ pub async fn call(
                 sender: "user:test",
                 tag,
                 payload,
+                emitter: None,
             },
         )
         .await
@@ -197,7 +200,25 @@ impl TestServer {
         agents: &[AgentSpec<'_>],
         extra: &str,
     ) -> TestServer {
+        Self::start_with_files(users, agents, extra, &[]).await
+    }
+
+    /// Like [`TestServer::start_with`], with `files` (name, contents, mode)
+    /// written beside the configuration first.
+    pub async fn start_with_files(
+        users: &[(&str, &[&str])],
+        agents: &[AgentSpec<'_>],
+        extra: &str,
+        files: &[(&str, &str, u32)],
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
+        for (name, contents, mode) in files {
+            use std::os::unix::fs::PermissionsExt as _;
+            let path = dir.path().join(name);
+            std::fs::write(&path, contents).expect("write file");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
+                .expect("set mode");
+        }
         let users_path = dir.path().join("users.toml");
         let mut secrets = std::collections::HashMap::new();
         for (name, allow) in users {

@@ -83,6 +83,13 @@ impl Agent for Hostile {
             "ping" => Ok(vec!["<pong/>".into()]),
             "pong" => Ok(vec!["<ping/>".into()]),
             "spray" => Ok(vec!["<spray/>".into(); 200]),
+            "chatter" => {
+                // Emits during the call, far past the per-call limit.
+                for i in 0..10_000 {
+                    agentserver_guest::emit(&format!("<chat n=\"{i}\"/>"));
+                }
+                Ok(vec!["<chatted/>".into()])
+            }
             "forge" => Ok(vec![xml::Element::parse(&msg.payload)?.text()]),
             "quit" => Ok(vec!["<end-session/>".into()]),
             _ => Ok(vec!["<ok/>".into()]),

@@ -34,5 +34,6 @@ pub fn delivery(payload: &str) -> Delivery<'_> {
         sender: "user:bench",
         tag: "echo",
         payload,
+        emitter: None,
     }
 }

@@ -46,6 +46,7 @@ pub fn kind_name(kind: AuditKind) -> &'static str {
         AuditKind::Refusal => "refusal",
         AuditKind::Privileged => "privileged",
         AuditKind::Auth => "auth",
+        AuditKind::Capability => "capability",
     }
 }
 

@@ -21,6 +21,28 @@ pub enum AuditKind {
     /// A login or resume, accepted or refused (never with its code or
     /// token).
     Auth,
+    /// An agent's use of a granted capability: an outbound HTTP request or
+    /// a storage write (never bodies, values or header values).
+    Capability,
+}
+
+/// Writes every use of a capability to an [`AuditSink`], attributed to the
+/// agent, session and thread of the call that made it.
+pub struct CapabilityAudit(pub std::sync::Arc<dyn AuditSink>);
+
+impl crate::capability::UsageAudit for CapabilityAudit {
+    fn record(&self, usage: &crate::capability::Usage<'_>) {
+        let thread = ThreadId::from_client(usage.thread);
+        self.0.record(AuditRecord {
+            kind: AuditKind::Capability,
+            thread: (!usage.thread.is_empty()).then_some(&thread),
+            session: &SessionId::from_string(usage.session),
+            from: usage.agent,
+            tag: usage.tag,
+            depth: 0,
+            canonical: usage.canonical,
+        });
+    }
 }
 
 /// One record, borrowed from the bus for the duration of the call.

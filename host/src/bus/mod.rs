@@ -39,7 +39,9 @@ mod session;
 mod table;
 mod thread;
 
-pub use audit::{AuditKind, AuditRecord, AuditSink, MemoryAuditSink, NoAudit, OwnedAuditRecord};
+pub use audit::{
+    AuditKind, AuditRecord, AuditSink, CapabilityAudit, MemoryAuditSink, NoAudit, OwnedAuditRecord,
+};
 pub use frames::Refusal;
 pub use ids::{AgentName, BadAgentName, SessionId, ThreadId};
 pub use metrics::{BusMetrics, MetricsSnapshot, RefusalKind, LATENCY_BUCKETS_US};

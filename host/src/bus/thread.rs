@@ -28,7 +28,7 @@ use super::ids::{AgentName, ThreadId};
 use super::session::SessionEntry;
 use super::table::{Listener, ListenerTarget};
 use super::{BusInner, Sender};
-use crate::runtime::{CallError, Delivery};
+use crate::runtime::{CallError, Delivery, Emitter};
 use crate::xml::{CanonicalXml, Envelope};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -112,6 +112,22 @@ impl ThreadState {
         }
     }
 
+    /// Counts one message that bypasses the mailbox (an emission delivered
+    /// at once) against the thread's limit.
+    fn count(&self, max_messages: usize) -> Enqueued {
+        let mut inner = self.lock();
+        if inner.ended {
+            return Enqueued::Ended;
+        }
+        inner.messages += 1;
+        if inner.messages > max_messages {
+            inner.ended = true;
+            inner.mailbox.clear();
+            return Enqueued::OverLimit;
+        }
+        Enqueued::Queued
+    }
+
     /// Ends the thread: nothing more is queued or delivered.
     pub(crate) fn end(&self) {
         let mut inner = self.lock();
@@ -183,17 +199,27 @@ impl BusInner {
     }
 
     async fn call(
-        &self,
-        thread: &ThreadState,
+        self: &Arc<Self>,
+        thread: &Arc<ThreadState>,
         hop: &Hop,
         listener: &Listener,
     ) -> Result<Vec<String>, CallError> {
         let ListenerTarget::Local(agent) = &listener.target;
+        let emitter = agent.can_emit().then(|| {
+            Arc::new(ThreadEmitter {
+                bus: Arc::clone(self),
+                thread: Arc::clone(thread),
+                agent: listener.name.clone(),
+                repairs: hop.repairs.clone(),
+                depth: hop.depth + 1,
+            }) as Arc<dyn Emitter>
+        });
         let delivery = Delivery {
             thread: thread.id.as_str(),
             sender: hop.from.as_str(),
             tag: hop.payload.tag().as_str(),
             payload: hop.payload.as_str(),
+            emitter: emitter.as_ref(),
         };
         let started = Instant::now();
         let result = agent.call(&thread.session.key, delivery).await;
@@ -211,7 +237,7 @@ impl BusInner {
         match result {
             Ok(emitted) => {
                 for raw in emitted {
-                    if !self.emit(thread, agent, &raw, hop) {
+                    if !self.emit(thread, agent, &raw, &hop.repairs, hop.depth + 1, false) {
                         break;
                     }
                 }
@@ -230,19 +256,26 @@ impl BusInner {
         }
     }
 
-    /// Takes one payload an agent emitted, in answer to `cause`, into the
-    /// thread. Returns `false` when the thread has ended and the agent's
-    /// other payloads are moot.
+    /// Takes one payload an agent emitted, in answer to a message that
+    /// carried `cause_repairs`, into the thread at `depth`. Returns `false`
+    /// when the thread has ended and the agent's other payloads are moot.
     ///
     /// The emission's repair notes are its cause's followed by its own, so
     /// that whoever finally receives an answer learns what was repaired on
     /// the way (a client whose input was repaired sees it on the answer).
+    ///
+    /// With `now` (a `host.emit` during the call), a payload nobody listens
+    /// to goes to the session at once rather than through the mailbox,
+    /// which only moves on when the call returns; one with listeners is
+    /// queued as usual.
     fn emit(
         self: &Arc<Self>,
         thread: &Arc<ThreadState>,
         agent: &AgentName,
         raw: &str,
-        cause: &Hop,
+        cause_repairs: &[String],
+        depth: u32,
+        now: bool,
     ) -> bool {
         let ingested = match crate::xml::ingest(raw.as_bytes(), &self.config.xml) {
             Ok(ingested) => ingested,
@@ -253,7 +286,7 @@ impl BusInner {
                 return true;
             }
         };
-        let mut repairs = cause.repairs.clone();
+        let mut repairs = cause_repairs.to_vec();
         repairs.extend(ingested.repairs.iter().map(ToString::to_string));
         repairs.truncate(MAX_HUH_NOTES);
         for payload in ingested.payloads {
@@ -261,13 +294,40 @@ impl BusInner {
                 from: Sender::Agent(agent.clone()),
                 payload,
                 repairs: repairs.clone(),
-                depth: cause.depth + 1,
+                depth,
             };
-            if !self.accept(thread, hop) {
+            let accepted = if now && self.table().listeners(hop.payload.tag()).is_empty() {
+                self.to_session_now(thread, hop)
+            } else {
+                self.accept(thread, hop)
+            };
+            if !accepted {
                 return false;
             }
         }
         true
+    }
+
+    /// Audits `hop`, counts it on `thread` and sends it to the session
+    /// at once. Returns `false` if the thread has ended.
+    fn to_session_now(&self, thread: &Arc<ThreadState>, hop: Hop) -> bool {
+        self.audit_message(thread, &hop);
+        match thread.count(self.config.max_thread_messages) {
+            Enqueued::Queued | Enqueued::StartWorker => {
+                self.metrics.routed();
+                self.to_session(thread, &hop);
+                true
+            }
+            Enqueued::OverLimit => {
+                let reason = format!(
+                    "the thread carried more than {} messages",
+                    self.config.max_thread_messages
+                );
+                self.end_thread(thread, frames::thread_limit(&thread.id, &reason));
+                false
+            }
+            Enqueued::Ended => false,
+        }
     }
 
     /// Audits `hop` and queues it on `thread`, starting a worker if none
@@ -355,5 +415,29 @@ impl BusInner {
             depth: hop.depth,
             canonical: hop.payload.as_str(),
         });
+    }
+}
+
+/// Routes what an agent emits with `host.emit` during a call on a thread.
+struct ThreadEmitter {
+    bus: Arc<BusInner>,
+    thread: Arc<ThreadState>,
+    agent: AgentName,
+    /// The repair notes of the message being handled.
+    repairs: Vec<String>,
+    /// The depth of what the call emits.
+    depth: u32,
+}
+
+impl Emitter for ThreadEmitter {
+    fn emit(&self, payload: &str) {
+        self.bus.emit(
+            &self.thread,
+            &self.agent,
+            payload,
+            &self.repairs,
+            self.depth,
+            true,
+        );
     }
 }

@@ -7,6 +7,9 @@
 //!   | agentserver apply - --url wss://… --user owner --fingerprint …
 //! ```
 
+use crate::capability::{
+    AgentGrants, AllowedHost, BucketQuota, HttpGrant, SecretHeader, StorageGrant,
+};
 use crate::privileged::{Command, ComponentSource, LimitChanges, Registration, ShutdownMode};
 use crate::runtime::ComponentHash;
 use anyhow::Context as _;
@@ -38,17 +41,104 @@ struct LimitArgs {
     /// Wall time per call, milliseconds.
     #[arg(long)]
     timeout_ms: Option<u64>,
+    #[command(flatten)]
+    grants: GrantArgs,
+}
+
+/// Grant options: any of them replaces the agent's grants with the ones
+/// given.
+#[derive(Debug, Args, Default)]
+struct GrantArgs {
+    /// Grant outbound HTTP to this host pattern (repeatable), such as
+    /// https://api.example.com, https://*.example.com:8443 or
+    /// http://127.0.0.1:18080.
+    #[arg(long = "allow-host", value_name = "PATTERN")]
+    allow_hosts: Vec<String>,
+    /// A header the host adds to requests for HOST, its value naming
+    /// secrets: 'HOST NAME VALUE', e.g.
+    /// 'https://api.openai.com authorization Bearer {secret:openai}'.
+    #[arg(long = "secret-header", value_name = "HOST NAME VALUE")]
+    secret_headers: Vec<String>,
+    /// Outbound requests per call.
+    #[arg(long)]
+    http_max_requests: Option<u32>,
+    /// Response bytes per call, all requests together.
+    #[arg(long)]
+    http_max_response_bytes: Option<u64>,
+    /// Time one outbound request may take, milliseconds.
+    #[arg(long)]
+    http_timeout_ms: Option<u64>,
+    /// Grant the `session` bucket: KEYS:BYTES.
+    #[arg(long, value_name = "KEYS:BYTES")]
+    session_bucket: Option<String>,
+    /// Grant the `agent` bucket: KEYS:BYTES.
+    #[arg(long, value_name = "KEYS:BYTES")]
+    agent_bucket: Option<String>,
+    /// Remove every grant (with `limits`).
+    #[arg(long, conflicts_with_all = ["allow_hosts", "session_bucket", "agent_bucket"])]
+    no_grants: bool,
+}
+
+impl GrantArgs {
+    fn grants(&self) -> anyhow::Result<Option<AgentGrants>> {
+        if self.no_grants {
+            return Ok(Some(AgentGrants::default()));
+        }
+        let mut grants = AgentGrants::default();
+        if !self.allow_hosts.is_empty() {
+            let allow = self
+                .allow_hosts
+                .iter()
+                .map(|pattern| pattern.parse::<AllowedHost>())
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut http = HttpGrant::new(allow);
+            for header in &self.secret_headers {
+                let mut parts = header.splitn(3, ' ');
+                let (Some(host), Some(name), Some(value)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    anyhow::bail!("--secret-header takes 'HOST NAME VALUE', not {header:?}");
+                };
+                http.headers
+                    .push(SecretHeader::new(host.parse()?, name, value)?);
+            }
+            http.max_requests = self.http_max_requests.unwrap_or(http.max_requests);
+            http.max_response_bytes = self
+                .http_max_response_bytes
+                .unwrap_or(http.max_response_bytes);
+            http.timeout_ms = self.http_timeout_ms.unwrap_or(http.timeout_ms);
+            grants.http = Some(http);
+        } else if !self.secret_headers.is_empty() {
+            anyhow::bail!("--secret-header needs --allow-host");
+        }
+        let bucket = |text: &Option<String>| -> anyhow::Result<Option<BucketQuota>> {
+            let Some(text) = text else { return Ok(None) };
+            let (keys, bytes) = text
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("a bucket quota is KEYS:BYTES, not {text:?}"))?;
+            Ok(Some(BucketQuota {
+                max_keys: keys.parse().context("the bucket's KEYS")?,
+                max_bytes: bytes.parse().context("the bucket's BYTES")?,
+            }))
+        };
+        let (session, agent) = (bucket(&self.session_bucket)?, bucket(&self.agent_bucket)?);
+        if session.is_some() || agent.is_some() {
+            grants.storage = Some(StorageGrant { session, agent });
+        }
+        Ok((!grants.is_empty()).then_some(grants))
+    }
 }
 
 impl LimitArgs {
-    fn changes(&self) -> LimitChanges {
-        LimitChanges {
+    fn changes(&self) -> anyhow::Result<LimitChanges> {
+        Ok(LimitChanges {
             max_concurrent: self.max_concurrent,
             session_timeout: self.session_timeout,
             fuel: self.fuel,
             memory_bytes: self.memory_bytes,
             timeout_ms: self.timeout_ms,
-        }
+            grants: self.grants.grants()?,
+        })
     }
 }
 
@@ -153,13 +243,13 @@ pub fn run(args: &CommandArgs) -> anyhow::Result<()> {
                 description: description.clone(),
                 sha256: ComponentHash::of(&bytes),
                 component,
-                limits: limits.changes(),
+                limits: limits.changes()?,
             })
         }
         Unsigned::Remove { name } => Command::Remove { name: name.clone() },
         Unsigned::Limits { name, limits } => Command::Limits {
             name: name.clone(),
-            changes: limits.changes(),
+            changes: limits.changes()?,
         },
         Unsigned::Grant { user, tag } => Command::Grant {
             user: user.clone(),

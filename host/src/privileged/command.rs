@@ -3,6 +3,7 @@
 //! `agentserver command …` helpers).
 
 use super::Refused;
+use crate::capability::AgentGrants;
 use crate::runtime::{AgentLimits, ComponentHash};
 use crate::xml::Element;
 use base64::Engine as _;
@@ -32,6 +33,8 @@ pub struct LimitChanges {
     pub memory_bytes: Option<usize>,
     /// `timeout-ms`.
     pub timeout_ms: Option<u64>,
+    /// A `<grants>` child: replaces every grant (an empty one removes them).
+    pub grants: Option<AgentGrants>,
 }
 
 impl LimitChanges {
@@ -62,6 +65,9 @@ impl LimitChanges {
         if let Some(value) = self.timeout_ms {
             limits.timeout_ms = value;
         }
+        if let Some(grants) = &self.grants {
+            limits.grants = grants.clone();
+        }
         limits
     }
 
@@ -91,6 +97,19 @@ impl LimitChanges {
             fuel: number(element, "fuel")?,
             memory_bytes: number(element, "memory-bytes")?,
             timeout_ms: number(element, "timeout-ms")?,
+            grants: match element.children_named("grants").count() {
+                0 => None,
+                1 => element
+                    .only_child("grants")
+                    .map(AgentGrants::read)
+                    .transpose()
+                    .map_err(|e| Refused::Invalid(format!("<grants>: {e}")))?,
+                _ => {
+                    return Err(Refused::Invalid(
+                        "a command holds at most one <grants>".into(),
+                    ))
+                }
+            },
         };
         for (name, zero) in [
             ("max-concurrent", changes.max_concurrent == Some(0)),
@@ -211,7 +230,7 @@ impl Command {
                 let changes = LimitChanges::read(element)?;
                 if changes.is_empty() {
                     return Err(Refused::Invalid(format!(
-                        "<agent-limits> changes nothing: give one of {}",
+                        "<agent-limits> changes nothing: give one of {} or <grants>",
                         LimitChanges::ATTRIBUTES.join(", ")
                     )));
                 }
@@ -266,6 +285,9 @@ impl Command {
                     "<description>{}</description>",
                     escape(&registration.description)
                 );
+                if let Some(grants) = &registration.limits.grants {
+                    out.push_str(&grants.to_xml());
+                }
                 match &registration.component {
                     ComponentSource::Inline(bytes) => {
                         let _ = write!(
@@ -292,7 +314,14 @@ impl Command {
             Command::Limits { name, changes } => {
                 let _ = write!(out, "<agent-limits name=\"{}\"", escape(name));
                 changes.write(&mut out);
-                out.push_str("/>");
+                match &changes.grants {
+                    Some(grants) => {
+                        out.push('>');
+                        out.push_str(&grants.to_xml());
+                        out.push_str("</agent-limits>");
+                    }
+                    None => out.push_str("/>"),
+                }
             }
             Command::Grant { user, tag } => {
                 let _ = write!(

@@ -30,12 +30,14 @@
 //! gets a fresh instance. Nothing else is left behind: the admission count
 //! and the permit are released by guards.
 
-use super::bindings::{Agent as AgentWorld, Envelope, Failure};
+use super::bindings::{AgentWorld, Envelope, Failure};
 use super::components::{describe, AgentComponent};
 use super::error::{CallError, GuestFailure};
 use super::limits::AgentLimits;
 use super::output::GuestOutput;
-use super::state::{GuestLimit, InstanceState};
+use super::state::{CallContext, Capabilities, Emitter, GuestLimit, InstanceState};
+use crate::capability::keyvalue::Bucket;
+use crate::capability::CallScope;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -79,8 +81,9 @@ impl fmt::Debug for SessionKey {
     }
 }
 
-/// One message as the agent receives it (the WIT `envelope`).
-#[derive(Debug, Clone, Copy)]
+/// One message as the agent receives it (the WIT `envelope`), and where
+/// what it emits during the call goes.
+#[derive(Clone, Copy)]
 pub struct Delivery<'a> {
     /// The thread's opaque id.
     pub thread: &'a str,
@@ -90,6 +93,20 @@ pub struct Delivery<'a> {
     pub tag: &'a str,
     /// The payload, one element in exclusive canonical form.
     pub payload: &'a str,
+    /// Where `host.emit` payloads go during the call; without one they are
+    /// returned before the call's own payloads.
+    pub emitter: Option<&'a Arc<dyn Emitter>>,
+}
+
+impl fmt::Debug for Delivery<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("thread", &self.thread)
+            .field("sender", &self.sender)
+            .field("tag", &self.tag)
+            .field("payload", &self.payload)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A snapshot of an agent's counters.
@@ -132,6 +149,8 @@ pub struct Agent {
     keep_spare: AtomicBool,
     /// This agent, for the background task that makes the spare.
     me: Weak<Agent>,
+    /// What its instances may use beyond computing.
+    capabilities: Arc<Capabilities>,
 }
 
 /// The instance of one session, if it has one.
@@ -174,6 +193,7 @@ impl Agent {
         limits: AgentLimits,
         engine: Engine,
         me: Weak<Agent>,
+        capabilities: Arc<Capabilities>,
     ) -> Self {
         Agent {
             name: name.into(),
@@ -191,6 +211,7 @@ impl Agent {
             making_spare: AtomicBool::new(false),
             keep_spare: AtomicBool::new(false),
             me,
+            capabilities,
         }
     }
 
@@ -257,7 +278,7 @@ impl Agent {
                 .attach(&self.live_instances)
             }
         };
-        let result = self.run(&mut live, delivery).await;
+        let result = self.run(&mut live, session, delivery).await;
         if fresh {
             // After the call, so that making the next spare does not
             // compete with this session's first call.
@@ -299,9 +320,34 @@ impl Agent {
         });
     }
 
-    /// Drops `session`'s instance, if any; a call in flight finishes first.
+    /// Whether the component may emit during a call (`host.emit`, from
+    /// version 0.2.0 of the world): only then is an emitter worth making.
+    pub fn can_emit(&self) -> bool {
+        self.component.can_emit()
+    }
+
+    /// Drops `session`'s instance, if any (a call in flight finishes
+    /// first), and the session's `session` bucket.
     pub fn end_session(&self, session: &SessionKey) {
         self.lock_slots().remove(session);
+        if let Some(storage) = &self.capabilities.storage {
+            if storage.grant.session.is_some() {
+                let bucket = Bucket::session(&self.name, session.as_str());
+                if let Err(error) = storage.store.clear(&bucket) {
+                    tracing::warn!(agent = &*self.name, %error, "could not clear an ended session's bucket");
+                }
+            }
+        }
+    }
+
+    /// Forgets the `agent` bucket and every `session` bucket of this agent
+    /// (after it was removed).
+    pub fn forget_storage(&self) {
+        if let Some(storage) = &self.capabilities.storage {
+            if let Err(error) = storage.store.remove_agent(&self.name) {
+                tracing::warn!(agent = &*self.name, %error, "could not remove a removed agent's storage");
+            }
+        }
     }
 
     /// Drops every instance idle for longer than `session_timeout` and
@@ -350,11 +396,15 @@ impl Agent {
         let output = GuestOutput::new(Arc::clone(&self.name));
         let mut store = Store::new(
             &self.engine,
-            InstanceState::new(self.limits.memory_bytes, Arc::clone(&output)),
+            InstanceState::new(
+                self.limits.memory_bytes,
+                Arc::clone(&output),
+                Arc::clone(&self.capabilities),
+            ),
         );
         store.limiter(|state| state.limiter());
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-        self.arm(&mut store, "");
+        self.arm(&mut store, "", "", None);
         let clock = Instant::now();
         let started = tokio::time::timeout(
             self.limits.timeout(),
@@ -378,9 +428,15 @@ impl Agent {
         }
     }
 
-    /// Refuels the store and resets its deadline and output budget for one
-    /// call on `thread`.
-    fn arm(&self, store: &mut Store<InstanceState>, thread: &str) {
+    /// Refuels the store and resets its deadline, output budget and call
+    /// context for one call on `thread` of `session`.
+    fn arm(
+        &self,
+        store: &mut Store<InstanceState>,
+        session: &str,
+        thread: &str,
+        emitter: Option<&Arc<dyn Emitter>>,
+    ) {
         // Fuel is enabled on the engine, so setting it cannot fail.
         let _ = store.set_fuel(self.limits.fuel);
         store.set_epoch_deadline(1);
@@ -388,10 +444,24 @@ impl Agent {
             .data()
             .output
             .begin_call(thread, self.limits.max_log_bytes);
+        store.data_mut().begin_call(CallContext {
+            scope: CallScope::new(session, thread),
+            emitter: emitter.cloned(),
+            held: Vec::new(),
+            emitted: 0,
+            emitted_bytes: 0,
+            max_payloads: self.limits.max_emitted_payloads,
+            max_bytes: self.limits.max_emitted_bytes,
+        });
     }
 
-    async fn run(&self, live: &mut Live, delivery: Delivery<'_>) -> Outcome {
-        self.arm(&mut live.store, delivery.thread);
+    async fn run(&self, live: &mut Live, session: &SessionKey, delivery: Delivery<'_>) -> Outcome {
+        self.arm(
+            &mut live.store,
+            session.as_str(),
+            delivery.thread,
+            delivery.emitter,
+        );
         let envelope = Envelope {
             thread: delivery.thread.to_owned(),
             sender: delivery.sender.to_owned(),
@@ -404,30 +474,42 @@ impl Agent {
         )
         .await;
         live.store.data().output.end_call();
+        let call = std::mem::replace(&mut live.store.data_mut().call, CallContext::idle());
         match result {
             Err(_elapsed) => Outcome::Discarded(self.timeout_error()),
             Ok(Err(trap)) => Outcome::Discarded(self.classify(&trap)),
             Ok(Ok(Err(failure))) => Outcome::Kept(Err(CallError::Guest(failure.into()))),
-            Ok(Ok(Ok(payloads))) => Outcome::Kept(self.check_output(payloads)),
+            Ok(Ok(Ok(payloads))) => Outcome::Kept(self.check_output(call, payloads)),
         }
     }
 
-    fn check_output(&self, payloads: Vec<String>) -> Result<Vec<String>, CallError> {
-        if payloads.len() > self.limits.max_emitted_payloads {
+    /// The call's payloads (those emitted and held first), if the call's
+    /// emissions and returns together stay within the output limits.
+    fn check_output(
+        &self,
+        call: CallContext,
+        payloads: Vec<String>,
+    ) -> Result<Vec<String>, CallError> {
+        let count = call.emitted + payloads.len();
+        if count > self.limits.max_emitted_payloads {
             return Err(CallError::InvalidOutput(format!(
-                "returned {} payloads; the limit is {} per call",
-                payloads.len(),
+                "returned {count} payloads; the limit is {} per call",
                 self.limits.max_emitted_payloads
             )));
         }
-        let bytes: usize = payloads.iter().map(String::len).sum();
+        let bytes = call.emitted_bytes + payloads.iter().map(String::len).sum::<usize>();
         if bytes > self.limits.max_emitted_bytes {
             return Err(CallError::InvalidOutput(format!(
                 "returned {bytes} bytes of payloads; the limit is {} per call",
                 self.limits.max_emitted_bytes
             )));
         }
-        Ok(payloads)
+        if call.held.is_empty() {
+            return Ok(payloads);
+        }
+        let mut all = call.held;
+        all.extend(payloads);
+        Ok(all)
     }
 
     fn timeout_error(&self) -> CallError {
@@ -446,6 +528,14 @@ impl Agent {
                 GuestLimit::Output => CallError::OutputLimit {
                     limit_bytes: self.limits.max_log_bytes,
                 },
+                GuestLimit::EmittedPayloads => CallError::EmitLimit(format!(
+                    "more than {} payloads in one call",
+                    self.limits.max_emitted_payloads
+                )),
+                GuestLimit::EmittedBytes => CallError::EmitLimit(format!(
+                    "more than {} bytes of payloads in one call",
+                    self.limits.max_emitted_bytes
+                )),
             };
         }
         match error.downcast_ref::<Trap>() {

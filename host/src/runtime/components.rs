@@ -24,7 +24,7 @@
 //! from that file; deleting files, or the whole directory to force
 //! recompilation, is safe.
 
-use super::bindings::AgentPre;
+use super::bindings::AgentWorldPre;
 use super::error::LoadError;
 use super::state::InstanceState;
 use sha2::{Digest, Sha256};
@@ -94,7 +94,8 @@ pub enum ComponentOrigin {
 pub struct AgentComponent {
     hash: ComponentHash,
     origin: ComponentOrigin,
-    pub(crate) pre: AgentPre<InstanceState>,
+    imports: Vec<String>,
+    pub(crate) pre: AgentWorldPre<InstanceState>,
 }
 
 impl AgentComponent {
@@ -106,6 +107,19 @@ impl AgentComponent {
     /// Whether the compiled code was compiled now or loaded from the cache.
     pub fn origin(&self) -> ComponentOrigin {
         self.origin
+    }
+
+    /// The interfaces the component imports, as `package/interface@version`.
+    pub fn imports(&self) -> &[String] {
+        &self.imports
+    }
+
+    /// Whether the component imports `host.emit`'s interface version
+    /// (0.2.0 or later), and so may emit during a call.
+    pub fn can_emit(&self) -> bool {
+        self.imports.iter().any(|name| {
+            name.starts_with("agentserver:agent/host@") && name != "agentserver:agent/host@0.1.0"
+        })
     }
 }
 
@@ -177,11 +191,21 @@ impl ComponentStore {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WorldMismatch(describe(&e)))?;
         let pre =
-            AgentPre::new(instance_pre).map_err(|e| LoadError::WorldMismatch(describe(&e)))?;
+            AgentWorldPre::new(instance_pre).map_err(|e| LoadError::WorldMismatch(describe(&e)))?;
+        let imports = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
         if origin == ComponentOrigin::Compiled {
             self.store_cached(&hash, &component);
         }
-        let loaded = Arc::new(AgentComponent { hash, origin, pre });
+        let loaded = Arc::new(AgentComponent {
+            hash,
+            origin,
+            imports,
+            pre,
+        });
         self.lock().insert(hash, Arc::clone(&loaded));
         Ok(loaded)
     }

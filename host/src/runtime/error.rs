@@ -62,6 +62,9 @@ pub enum CallError {
         /// The output limit.
         limit_bytes: usize,
     },
+    /// The call emitted more with `host.emit` than its output limits allow.
+    #[error("emitted past its limit: {0}")]
+    EmitLimit(String),
     /// The call trapped for another reason (`unreachable`, a bad memory
     /// access, a panic in the guest).
     #[error("trapped: {0}")]

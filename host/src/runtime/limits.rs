@@ -2,10 +2,12 @@
 //! runtime ([`RuntimeConfig`]), each with its default documented where it is
 //! defined.
 
+use crate::capability::AgentGrants;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Limits that apply to one agent, each call and each of its instances.
+/// Limits that apply to one agent, each call and each of its instances,
+/// and the capabilities it is granted.
 ///
 /// Every field has a default suited to small agents; the organism's
 /// configuration (`[[agent]]`) or a signed `agent-limits` command overrides
@@ -33,6 +35,9 @@ pub struct AgentLimits {
     /// Bytes one call may write to stdout, stderr and the host log together.
     /// Default 64 KiB; past it the call traps.
     pub max_log_bytes: usize,
+    /// What the agent may use beyond computing (outbound HTTP, storage).
+    /// Default: nothing.
+    pub grants: AgentGrants,
 }
 
 impl Default for AgentLimits {
@@ -47,6 +52,7 @@ impl Default for AgentLimits {
             max_emitted_payloads: 256,
             max_emitted_bytes: 1 << 20,
             max_log_bytes: 64 << 10,
+            grants: AgentGrants::default(),
         }
     }
 }

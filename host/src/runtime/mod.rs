@@ -18,7 +18,7 @@
 //! let payloads = echo
 //!     .call(
 //!         &SessionKey::from("session-1"),
-//!         Delivery { thread: "t1", sender: "user:alice", tag: "echo", payload: "<echo>hi</echo>" },
+//!         Delivery { thread: "t1", sender: "user:alice", tag: "echo", payload: "<echo>hi</echo>", emitter: None },
 //!     )
 //!     .await?;
 //! assert_eq!(payloads, ["<echoed>hi</echoed>"]);
@@ -60,10 +60,14 @@ pub use components::{AgentComponent, BadHash, ComponentHash, ComponentOrigin};
 pub use error::{CallError, GuestFailure, LoadError};
 pub use limits::{AgentLimits, RuntimeConfig};
 pub use output::MAX_LINE_BYTES;
+pub use state::{Emitter, KeyValueHandle};
 
+use crate::capability::{
+    KeyValueStore, MemoryKeyValueStore, NoUsageAudit, OutboundClient, Secrets, UsageAudit,
+};
 use components::ComponentStore;
 use engine::EpochTicker;
-use state::InstanceState;
+use state::{Capabilities, GrantedStorage, InstanceState};
 use std::path::Path;
 use std::sync::Arc;
 use thiserror::Error;
@@ -80,6 +84,19 @@ pub enum RuntimeError {
     /// The epoch ticker thread could not start.
     #[error("cannot start the epoch ticker: {0}")]
     Ticker(std::io::Error),
+    /// The component imports a capability its grants do not give it.
+    #[error(
+        "the component imports `{interface}`, which needs {grant}; the agent is not granted it"
+    )]
+    NotGranted {
+        /// The imported interface.
+        interface: String,
+        /// The grant it needs.
+        grant: &'static str,
+    },
+    /// The grants cannot be put in force (a secret they name is missing).
+    #[error("{0}")]
+    Grant(String),
     /// An agent's memory limit is above the pool's largest memory.
     #[error("memory_bytes {requested} is above the runtime's largest memory ({max})")]
     MemoryAbovePool {
@@ -90,26 +107,76 @@ pub enum RuntimeError {
     },
 }
 
+/// What granted capabilities are served from: the secrets the host holds,
+/// the key-value backend, and where uses are audited.
+#[derive(Clone)]
+pub struct RuntimeServices {
+    /// Secrets that HTTP grants name.
+    pub secrets: Secrets,
+    /// The backend of the `session` and `agent` buckets.
+    pub keyvalue: Arc<dyn KeyValueStore>,
+    /// Receives every outbound request and storage write.
+    pub audit: Arc<dyn UsageAudit>,
+}
+
+impl Default for RuntimeServices {
+    /// No secrets, storage in memory, nothing audited.
+    fn default() -> Self {
+        RuntimeServices {
+            secrets: Secrets::none(),
+            keyvalue: Arc::new(MemoryKeyValueStore::new()),
+            audit: Arc::new(NoUsageAudit),
+        }
+    }
+}
+
+impl std::fmt::Debug for RuntimeServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeServices")
+            .field("secrets", &self.secrets)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The wasm engine, its linker and component store: the entry point of the
 /// runtime. Cheap to share behind an `Arc`; dropping it stops its ticker.
 pub struct Runtime {
     engine: Engine,
     components: ComponentStore,
     config: RuntimeConfig,
+    services: RuntimeServices,
     _ticker: EpochTicker,
 }
 
 impl Runtime {
-    /// Starts a runtime with `config`.
+    /// Starts a runtime with `config`, with no secrets, storage in memory
+    /// and nothing audited.
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        Self::with_services(config, RuntimeServices::default())
+    }
+
+    /// Starts a runtime with `config`, serving granted capabilities from
+    /// `services`.
+    pub fn with_services(
+        config: RuntimeConfig,
+        services: RuntimeServices,
+    ) -> Result<Self, RuntimeError> {
         let engine = engine::build_engine(&config)
             .map_err(|e| RuntimeError::Engine(components::describe(&e)))?;
         let mut linker = Linker::<InstanceState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
             .and_then(|()| {
-                bindings::Agent::add_to_linker::<_, HasSelf<InstanceState>>(&mut linker, |state| {
-                    state
-                })
+                bindings::AgentWorld::add_to_linker::<_, HasSelf<InstanceState>>(
+                    &mut linker,
+                    |state| state,
+                )
+            })
+            .and_then(|()| {
+                bindings::v1::Agent::add_to_linker::<_, HasSelf<InstanceState>>(
+                    &mut linker,
+                    |state| state,
+                )
             })
             .map_err(|e| RuntimeError::Engine(components::describe(&e)))?;
         let ticker =
@@ -118,6 +185,7 @@ impl Runtime {
             components: ComponentStore::new(engine.clone(), linker, config.cache_dir.clone()),
             engine,
             config,
+            services,
             _ticker: ticker,
         })
     }
@@ -145,7 +213,14 @@ impl Runtime {
         self.components.forget(hash)
     }
 
-    /// Makes an agent named `name` that runs `component` under `limits`.
+    /// The services granted capabilities are served from.
+    pub fn services(&self) -> &RuntimeServices {
+        &self.services
+    }
+
+    /// Makes an agent named `name` that runs `component` under `limits`,
+    /// with the capabilities `limits.grants` gives it. A component that
+    /// imports a capability it is not granted is refused, naming it.
     pub fn agent(
         &self,
         name: &str,
@@ -158,8 +233,67 @@ impl Runtime {
                 max: self.config.max_memory_bytes,
             });
         }
+        check_grants(&component, &limits)?;
+        let grants = &limits.grants;
+        let http = match &grants.http {
+            None => None,
+            Some(grant) => Some(Arc::new(
+                OutboundClient::new(
+                    name,
+                    grant,
+                    &self.services.secrets,
+                    Arc::clone(&self.services.audit),
+                )
+                .map_err(|e| RuntimeError::Grant(format!("agent `{name}`: {e}")))?,
+            )),
+        };
+        let capabilities = Arc::new(Capabilities {
+            agent: name.into(),
+            http,
+            storage: grants.storage.clone().map(|grant| GrantedStorage {
+                grant,
+                store: Arc::clone(&self.services.keyvalue),
+            }),
+            audit: Arc::clone(&self.services.audit),
+        });
         Ok(Arc::new_cyclic(|me| {
-            Agent::new(name, component, limits, self.engine.clone(), me.clone())
+            Agent::new(
+                name,
+                component,
+                limits,
+                self.engine.clone(),
+                me.clone(),
+                capabilities,
+            )
         }))
     }
+}
+
+/// Refuses a component that imports a capability `limits.grants` does not
+/// give, naming the import and the grant it needs.
+fn check_grants(component: &AgentComponent, limits: &AgentLimits) -> Result<(), RuntimeError> {
+    for interface in component.imports() {
+        let needs = if interface.starts_with("wasi:http/outgoing-handler@") {
+            limits
+                .grants
+                .http
+                .is_none()
+                .then_some("an HTTP grant (<http> with <allow host>)")
+        } else if interface.starts_with("wasi:keyvalue/") {
+            limits
+                .grants
+                .storage
+                .is_none()
+                .then_some("a storage grant (<storage> with a <bucket>)")
+        } else {
+            None
+        };
+        if let Some(grant) = needs {
+            return Err(RuntimeError::NotGranted {
+                interface: interface.clone(),
+                grant,
+            });
+        }
+    }
+    Ok(())
 }

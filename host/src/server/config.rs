@@ -4,6 +4,9 @@
 //! Paths are relative to the configuration file. Every setting but the
 //! agents' names, components and tags has a default.
 
+use crate::capability::{
+    AgentGrants, AllowedHost, BucketQuota, HttpGrant, SecretHeader, StorageGrant,
+};
 use crate::runtime::AgentLimits;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +36,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "max_pending_frames",
     "session_timeout",
     "max_instances",
+    "secrets",
     "agent",
 ];
 /// The keys of `[storage]`.
@@ -50,7 +54,21 @@ const AGENT_KEYS: &[&str] = &[
     "fuel",
     "memory_bytes",
     "timeout_ms",
+    "http",
+    "storage",
 ];
+/// The keys of an `[agent.http]`.
+const HTTP_KEYS: &[&str] = &[
+    "allow",
+    "max_requests",
+    "max_response_bytes",
+    "timeout_ms",
+    "header",
+];
+/// The keys of an `[[agent.http.header]]`.
+const HEADER_KEYS: &[&str] = &["host", "name", "value"];
+/// The keys of an `[agent.storage]` bucket.
+const BUCKET_KEYS: &[&str] = &["max_keys", "max_bytes"];
 
 /// Why the configuration could not be read.
 #[derive(Debug, Error)]
@@ -150,6 +168,9 @@ pub struct Config {
     /// maps them instead of compiling. Several servers of the same build
     /// may share one. Default `DATA_DIR/compiled`.
     pub compile_cache: PathBuf,
+    /// The secrets file grants' headers draw on (`name = "value"`, mode
+    /// 0600). Default: none (a grant naming a secret is then refused).
+    pub secrets: Option<PathBuf>,
     /// Boot-time agents.
     pub agents: Vec<AgentConfig>,
 }
@@ -259,6 +280,7 @@ impl Config {
                 .integer(root, "max_instances")?
                 .map_or(1_000, |n| u32::try_from(n).unwrap_or(u32::MAX)),
             compile_cache,
+            secrets: reader.path(root, "secrets")?,
             agents,
         })
     }
@@ -350,6 +372,7 @@ impl Reader<'_> {
             fuel: limit("fuel")?.unwrap_or(defaults.fuel),
             memory_bytes: limit("memory_bytes")?.map_or(defaults.memory_bytes, |n| n as usize),
             timeout_ms: limit("timeout_ms")?.unwrap_or(defaults.timeout_ms),
+            grants: self.grants(table, &key)?,
             ..defaults
         };
         Ok(AgentConfig {
@@ -360,6 +383,121 @@ impl Reader<'_> {
             listens,
             limits,
         })
+    }
+}
+
+impl Reader<'_> {
+    /// `[agent.http]` and `[agent.storage]` of one agent.
+    fn grants(
+        &self,
+        table: &dyn TableLike,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<AgentGrants, ConfigError> {
+        let mut grants = AgentGrants::default();
+        if let Some(item) = table.get("http") {
+            let http = item
+                .as_table_like()
+                .ok_or_else(|| self.bad(&key("http"), "must be a table"))?;
+            self.only_known(http, &key("http."), HTTP_KEYS)?;
+            let strings = |item: Option<&Item>, field: &str| -> Result<Vec<String>, ConfigError> {
+                match item {
+                    None => Ok(Vec::new()),
+                    Some(item) => item
+                        .as_array()
+                        .and_then(|array| {
+                            array
+                                .iter()
+                                .map(|v| v.as_str().map(str::to_owned))
+                                .collect::<Option<Vec<_>>>()
+                        })
+                        .ok_or_else(|| self.bad(&key(field), "must be a list of strings")),
+                }
+            };
+            let mut allow = Vec::new();
+            for pattern in strings(http.get("allow"), "http.allow")? {
+                allow.push(
+                    pattern
+                        .parse::<AllowedHost>()
+                        .map_err(|e| self.bad(&key("http.allow"), &e.to_string()))?,
+                );
+            }
+            if allow.is_empty() {
+                return Err(self.bad(
+                    &key("http.allow"),
+                    "list the hosts the agent may reach, such as [\"https://api.example.com\"]",
+                ));
+            }
+            let mut grant = HttpGrant::new(allow);
+            let number = |field: &str| {
+                self.integer(http, field).map_err(|_| {
+                    self.bad(
+                        &key(&format!("http.{field}")),
+                        "must be a non-negative integer",
+                    )
+                })
+            };
+            if let Some(n) = number("max_requests")? {
+                grant.max_requests = u32::try_from(n).unwrap_or(u32::MAX);
+            }
+            if let Some(n) = number("max_response_bytes")? {
+                grant.max_response_bytes = n;
+            }
+            if let Some(n) = number("timeout_ms")? {
+                grant.timeout_ms = n;
+            }
+            if let Some(item) = http.get("header") {
+                let headers = item.as_array_of_tables().ok_or_else(|| {
+                    self.bad(&key("http.header"), "must be [[agent.http.header]] tables")
+                })?;
+                for header in headers.iter() {
+                    self.only_known(header, &key("http.header."), HEADER_KEYS)?;
+                    let field = |name: &str| -> Result<String, ConfigError> {
+                        self.string(header, name)?.ok_or_else(|| {
+                            self.bad(&key(&format!("http.header.{name}")), "is required")
+                        })
+                    };
+                    let host = field("host")?
+                        .parse::<AllowedHost>()
+                        .map_err(|e| self.bad(&key("http.header.host"), &e.to_string()))?;
+                    grant.headers.push(
+                        SecretHeader::new(host, &field("name")?, &field("value")?)
+                            .map_err(|e| self.bad(&key("http.header"), &e.to_string()))?,
+                    );
+                }
+            }
+            grants.http = Some(grant);
+        }
+        if let Some(item) = table.get("storage") {
+            let storage = item
+                .as_table_like()
+                .ok_or_else(|| self.bad(&key("storage"), "must be a table"))?;
+            self.only_known(storage, &key("storage."), &["session", "agent"])?;
+            let mut grant = StorageGrant::default();
+            for (name, slot) in [("session", &mut grant.session), ("agent", &mut grant.agent)] {
+                let Some(bucket) = storage.get(name) else {
+                    continue;
+                };
+                let field = key(&format!("storage.{name}"));
+                let bucket = bucket
+                    .as_table_like()
+                    .ok_or_else(|| self.bad(&field, "must be { max_keys = …, max_bytes = … }"))?;
+                self.only_known(bucket, &format!("{field}."), BUCKET_KEYS)?;
+                let number = |n: &str| -> Result<u64, ConfigError> {
+                    self.integer(bucket, n).ok().flatten().ok_or_else(|| {
+                        self.bad(
+                            &format!("{field}.{n}"),
+                            "a non-negative integer is required",
+                        )
+                    })
+                };
+                *slot = Some(BucketQuota {
+                    max_keys: number("max_keys")?,
+                    max_bytes: number("max_bytes")?,
+                });
+            }
+            grants.storage = Some(grant);
+        }
+        Ok(grants)
     }
 }
 

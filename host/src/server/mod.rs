@@ -30,13 +30,17 @@ pub use flood::{FloodGuard, FloodLimits};
 use crate::audit::AuditLog;
 use crate::auth::{AuthConfig, Authenticator, FailureLimiter, Users, UsersError};
 use crate::bus::{
-    AgentName, AuditSink, Bus, BusConfig, Listener, ListenerTarget, SessionId, TableError,
+    AgentName, AuditSink, Bus, BusConfig, CapabilityAudit, Listener, ListenerTarget, SessionId,
+    TableError,
 };
+use crate::capability::Secrets;
 use crate::privileged::{
     Carrier, IdentityError, OrganismKey, Privileged, PrivilegedConfig, ShutdownMode, StoreError,
     Verdict,
 };
-use crate::runtime::{ComponentHash, LoadError, Runtime, RuntimeConfig, RuntimeError};
+use crate::runtime::{
+    ComponentHash, LoadError, Runtime, RuntimeConfig, RuntimeError, RuntimeServices,
+};
 use crate::session::SessionRegistry;
 use crate::store::Stores;
 use crate::xml::Tag;
@@ -80,6 +84,9 @@ pub enum ServerError {
         /// What went wrong.
         reason: String,
     },
+    /// The secrets file was refused.
+    #[error("secrets: {0}")]
+    Secrets(String),
     /// The organism's public key could not be read.
     #[error("identity: {0}")]
     Identity(#[from] IdentityError),
@@ -335,11 +342,22 @@ async fn assemble(
 ) -> Result<Organism, ServerError> {
     let key = organism_key(config)?;
     let users = Users::load(&config.users)?;
-    let runtime = Arc::new(Runtime::new(RuntimeConfig {
-        cache_dir: Some(config.compile_cache.clone()),
-        max_instances: config.max_instances,
-        ..RuntimeConfig::default()
-    })?);
+    let secrets = match &config.secrets {
+        Some(path) => Secrets::load(path).map_err(|e| ServerError::Secrets(e.to_string()))?,
+        None => Secrets::none(),
+    };
+    let runtime = Arc::new(Runtime::with_services(
+        RuntimeConfig {
+            cache_dir: Some(config.compile_cache.clone()),
+            max_instances: config.max_instances,
+            ..RuntimeConfig::default()
+        },
+        RuntimeServices {
+            secrets,
+            keyvalue: Arc::clone(&stores.keyvalue),
+            audit: Arc::new(CapabilityAudit(Arc::clone(&audit))),
+        },
+    )?);
     let bus = Bus::new(
         BusConfig {
             outbox_capacity: config.max_pending_frames,

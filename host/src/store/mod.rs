@@ -23,6 +23,7 @@ pub use redis::RedisStore;
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 
 use crate::audit::{AuditStore, MemoryAuditStore};
+use crate::capability::{KeyValueStore, MemoryKeyValueStore};
 use crate::privileged::{AdmittedAgent, MemoryStructureStore, StoreError, StructureStore};
 use crate::runtime::AgentLimits;
 use crate::session::SessionStore;
@@ -59,6 +60,8 @@ pub struct Stores {
     /// Sessions and their pending frames; `None` in memory, where the
     /// session registry itself is all there is.
     pub sessions: Option<Arc<dyn SessionStore>>,
+    /// Agents' key-value buckets.
+    pub keyvalue: Arc<dyn KeyValueStore>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -76,6 +79,7 @@ impl Stores {
             structure: Arc::new(MemoryStructureStore::new()),
             audit: Arc::new(MemoryAuditStore::default()),
             sessions: None,
+            keyvalue: Arc::new(MemoryKeyValueStore::new()),
         }
     }
 
@@ -89,6 +93,7 @@ impl Stores {
                     structure: store.clone(),
                     audit: store.clone(),
                     sessions: Some(store),
+                    keyvalue: Arc::new(MemoryKeyValueStore::new()),
                 })
             }
             StorageConfig::Redis { url, prefix } => {
@@ -97,15 +102,17 @@ impl Stores {
                     structure: store.clone(),
                     audit: store.clone(),
                     sessions: Some(store),
+                    keyvalue: Arc::new(MemoryKeyValueStore::new()),
                 })
             }
         }
     }
 }
 
-/// `key=value` lines for a set of limits.
+/// `key=value` lines for a set of limits, with the grants as one line of
+/// XML (`grants=<grants>…</grants>`) when there are any.
 pub(crate) fn write_limits(limits: &AgentLimits) -> String {
-    format!(
+    let mut text = format!(
         "fuel={}\nmemory_bytes={}\ntimeout_ms={}\nmax_concurrent={}\nmax_queued={}\n\
          session_timeout={}\nmax_emitted_payloads={}\nmax_emitted_bytes={}\nmax_log_bytes={}\n",
         limits.fuel,
@@ -117,7 +124,13 @@ pub(crate) fn write_limits(limits: &AgentLimits) -> String {
         limits.max_emitted_payloads,
         limits.max_emitted_bytes,
         limits.max_log_bytes
-    )
+    );
+    if !limits.grants.is_empty() {
+        text.push_str("grants=");
+        text.push_str(&limits.grants.to_xml());
+        text.push('\n');
+    }
+    text
 }
 
 /// Reads [`write_limits`]' text; unknown keys are ignored and missing ones
@@ -128,6 +141,10 @@ pub(crate) fn read_limits(text: &str) -> AgentLimits {
         let Some((key, value)) = line.split_once('=') else {
             continue;
         };
+        if key == "grants" {
+            limits.grants = read_grants(value);
+            continue;
+        }
         let Ok(value) = value.trim().parse::<u64>() else {
             continue;
         };
@@ -146,6 +163,22 @@ pub(crate) fn read_limits(text: &str) -> AgentLimits {
         }
     }
     limits
+}
+
+/// Grants as [`write_limits`] wrote them. They were checked when admitted,
+/// so text that no longer reads (edited by hand) grants nothing, loudly.
+fn read_grants(xml: &str) -> crate::capability::AgentGrants {
+    let read = crate::xml::canonicalize(xml.as_bytes(), &crate::xml::Limits::default(), &[])
+        .ok()
+        .and_then(|canonical| crate::xml::Element::parse(&canonical).ok())
+        .map(|element| crate::capability::AgentGrants::read(&element));
+    match read {
+        Some(Ok(grants)) => grants,
+        _ => {
+            tracing::error!("stored grants do not read back; the agent keeps no grants");
+            crate::capability::AgentGrants::default()
+        }
+    }
 }
 
 /// An admitted agent as read back from a store, its component checked
