@@ -67,7 +67,7 @@ pydeps:
 build:
 	$(CARGO) build -p agentserver
 
-DEMO_TAGS := echo,calculate,count,square-sum,stats,stats-total,sort,checksum
+DEMO_TAGS := echo,calculate,count,square-sum,stats,stats-total,sort,checksum,ask,remember,recall,tally
 
 ## Builds everything, makes the demo user once, and serves the example
 ## agents on 127.0.0.1:8765 (the dev TLS certificate is made on first start).
@@ -80,7 +80,10 @@ run: build agent-tools agents
 	@echo "User:     demo; current code: $(CARGO) run -q -p agentserver -- user code demo --users run/users.toml"
 	@echo "Identity: run/identity.key signs privileged commands (keep it offline in production)"
 	@echo "Client:   $(CARGO) run -q -p agentserver -- connect wss://127.0.0.1:8765/ --user demo --ca run/data/tls/cert.pem"
+	@echo "Model:    a mock OpenAI-compatible server on http://127.0.0.1:18080 answers <ask> (docs/agents/llm.md)"
 	@echo
+	@python3 example-agents/mock-llm/server.py --port 18080 2>run/mock-llm.log & mock=$$!; \
+	trap 'kill $$mock 2>/dev/null' EXIT INT TERM; \
 	$(CARGO) run -q -p agentserver -- run --config example-agents/organism.toml
 
 lint:

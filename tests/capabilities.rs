@@ -149,7 +149,7 @@ async fn an_allowed_host_answers_with_the_secret_added_by_the_host() {
 async fn hosts_and_addresses_the_grant_does_not_name_are_never_reached() {
     let upstream = Upstream::start().await;
     let by_name = format!("http://localhost:{}", upstream.port);
-    let server = fetch_server(&[by_name.clone()], "").await;
+    let server = fetch_server(std::slice::from_ref(&by_name), "").await;
     let (mut alice, _) = server.login("alice").await;
 
     // An unlisted host (the same server by address, where only the name is
@@ -345,14 +345,16 @@ async fn a_component_importing_http_without_a_grant_is_refused() {
     // With the grant, signed, the same component is admitted.
     let upstream = Upstream::start().await;
     let bytes = agent_bytes("fetch");
-    let mut limits = agentserver::privileged::LimitChanges::default();
-    limits.grants = Some(agentserver::capability::AgentGrants {
-        http: Some(agentserver::capability::HttpGrant::new(vec![upstream
-            .base()
-            .parse()
-            .unwrap()])),
-        storage: None,
-    });
+    let limits = agentserver::privileged::LimitChanges {
+        grants: Some(agentserver::capability::AgentGrants {
+            http: Some(agentserver::capability::HttpGrant::new(vec![upstream
+                .base()
+                .parse()
+                .unwrap()])),
+            storage: None,
+        }),
+        ..Default::default()
+    };
     let register = Command::Register(agentserver::privileged::Registration {
         name: "fetch".into(),
         listens: vec!["fetch".into()],
@@ -367,5 +369,53 @@ async fn a_component_importing_http_without_a_grant_is_refused() {
         .unwrap();
     let verdict = recv_until(&mut alice, "<privileged-result").await;
     assert!(verdict.contains("status=\"applied\""), "{verdict}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_agent_fetches_within_the_same_grant() {
+    let upstream = Upstream::start().await;
+    let extra = format!(
+        "[[agent]]\nname = \"fetch-js\"\ncomponent = {:?}\nlistens = [\"fetch-js\"]\ntimeout_ms = 10000\n\
+         [agent.http]\nallow = [{:?}]\n",
+        agent_wasm("fetch-js").display().to_string(),
+        upstream.base(),
+    );
+    let server = TestServer::start_with(&[("alice", &["fetch-js"])], &[], &extra).await;
+    let (mut alice, _) = server.login("alice").await;
+
+    alice
+        .send(&format!("<fetch-js url=\"{}/hello\"/>", upstream.base()))
+        .await
+        .unwrap();
+    assert!(recv_text(&mut alice).await.contains("<fetching n=\"1\""));
+    let answer = recv_text(&mut alice).await;
+    assert!(
+        answer.contains("status=\"200\"") && answer.contains("hello from upstream"),
+        "{answer}"
+    );
+
+    // A name the grant does not hold: refused inside fetch(), never sent.
+    alice
+        .send(&format!(
+            "<fetch-js url=\"http://localhost:{}/hello\"/>",
+            upstream.port
+        ))
+        .await
+        .unwrap();
+    let answer = recv_until(&mut alice, "<message><meta><from>fetch-js</from><thread>").await;
+    let answer = if answer.contains("<fetching") {
+        recv_text(&mut alice).await
+    } else {
+        answer
+    };
+    assert!(answer.contains("<fetch-failed"), "{answer}");
+    assert_eq!(upstream.requests().len(), 1);
+    let records = http_records(&server);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(
+        records[1].canonical.contains("the host is not granted"),
+        "{records:?}"
+    );
     server.stop().await;
 }

@@ -81,7 +81,7 @@ pub fn request(
     let fields = Fields::new();
     for (name, value) in headers {
         fields
-            .append(&name.to_string(), &value.as_bytes().to_vec())
+            .append(name, value.as_bytes())
             .map_err(|e| HttpError(format!("header `{name}`: {e:?}")))?;
     }
     let request = OutgoingRequest::new(fields);

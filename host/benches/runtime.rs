@@ -9,7 +9,7 @@
 
 mod support;
 
-use support::{agent_path, delivery, payload_1k};
+use support::{agent_path, delivery, payload_1k, report};
 
 use agentserver::runtime::{Agent, AgentLimits, Runtime, RuntimeConfig, SessionKey};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -154,18 +154,6 @@ fn load_component(c: &mut Criterion) {
         })
     });
     group.finish();
-}
-
-fn report(what: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
-    println!(
-        "\n{what}: {} calls timed one by one: median {:.2} µs, p99 {:.2} µs, max {:.2} µs\n",
-        samples.len(),
-        at(0.5),
-        at(0.99),
-        at(1.0)
-    );
 }
 
 criterion_group!(benches, warm_call, fresh_instance, load_component);

@@ -2,6 +2,9 @@
 //! world before `host.emit` and capabilities: `<echo>…</echo>` answers
 //! `<echoed>…</echoed>`.
 
+// The generated bindings have functions of many arguments.
+#![allow(clippy::too_many_arguments)]
+
 wit_bindgen::generate!({
     path: "../../wit/0.1.0",
     world: "agent",

@@ -2,8 +2,9 @@
 //! `<remember key="k">text</remember>` stores text in the session's bucket,
 //! `<recall key="k"/>` answers `<recalled key="k">text</recalled>` (empty
 //! and `missing="true"` when unset), `<tally/>` counts calls across all
-//! sessions in the agent's bucket and answers `<tally>N</tally>`. A refused
-//! write (past the quota) answers `<memo-failed>why</memo-failed>`.
+//! sessions in the agent's bucket and answers `<tally-is>N</tally-is>` (not
+//! `<tally>`, which it listens to). A refused write (past the quota) answers
+//! `<memo-failed>why</memo-failed>`.
 
 use agentserver_guest::{export_agent, kv, xml, Agent, Envelope, Failure};
 
@@ -46,7 +47,7 @@ impl Agent for Memo {
             "tally" => {
                 let bucket = kv::open("agent").map_err(Failure::Refused)?;
                 Ok(match kv::increment(&bucket, "tally", 1) {
-                    Ok(n) => vec![format!("<tally>{n}</tally>")],
+                    Ok(n) => vec![format!("<tally-is>{n}</tally-is>")],
                     Err(why) => failed(&why),
                 })
             }

@@ -329,7 +329,7 @@ mod tests {
         assert_eq!(http.headers[0].name, "authorization");
         assert_eq!(grants.secret_names(), ["openai"]);
         assert_eq!(
-            grants.storage.unwrap().session,
+            grants.storage.as_ref().unwrap().session,
             Some(BucketQuota {
                 max_keys: 10,
                 max_bytes: 1000

@@ -422,6 +422,7 @@ impl Privileged {
             .remove(&name)
             .map_err(|e| Refused::Conflict(e.to_string()))?;
         let ListenerTarget::Local(removed) = &listener.target;
+        removed.forget_storage();
         let hash = removed.component().hash();
         let still_used = self.bus.table().agents().any(|other| {
             let ListenerTarget::Local(agent) = &other.target;

@@ -201,7 +201,9 @@ fn boot_agents(config: &Config, runtime: &Runtime, bus: &Bus) -> Result<(), Serv
         let component = runtime
             .load_component(&bytes)
             .map_err(|e: LoadError| fail(e.to_string()))?;
-        let loaded = runtime.agent(&agent.name, component, agent.limits.clone())?;
+        let loaded = runtime
+            .agent(&agent.name, component, agent.limits.clone())
+            .map_err(|e| fail(e.to_string()))?;
         bus.register(Listener {
             name,
             listens: agent.listens.iter().map(|t| Tag::new(t)).collect(),
