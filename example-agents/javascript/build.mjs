@@ -4,9 +4,11 @@
 //
 // An agent is a folder NAME/ here holding NAME.js, the module that exports
 // the world's `handle`; it becomes OUTDIR/NAME.wasm, built by componentize-js
-// against the repository's wit/ folder (world `agent`). Installs nothing:
-// componentize-js comes from `make agent-tools`
-// (example-agents/javascript/install-tools.sh).
+// against the repository's wit/ folder, for the world named in the folder's
+// `world` file (one line, e.g. `agent-http`), or the world `agent` when there
+// is none. The world also decides which engine features are on (see
+// WORLD_FEATURES). Installs nothing: componentize-js comes from
+// `make agent-tools` (example-agents/javascript/install-tools.sh).
 
 import { readFile, readdir, mkdir, writeFile, stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -23,7 +25,21 @@ const witPath = join(repo, 'wit');
 // component — attack surface and instantiation cost — and with all of them
 // off the component imports only the world's own `host` interface. (Errors
 // are not printed either: the agents catch them and return a failure.)
-const DISABLED_FEATURES = ['stdio', 'random', 'clocks', 'http', 'fetch-event'];
+const ALL_FEATURES = ['stdio', 'random', 'clocks', 'http', 'fetch-event'];
+
+// The features each world of wit/agent.wit turns back on. `http` is the
+// engine's `fetch()`, over wasi:http/outgoing-handler, which only the
+// worlds that import that interface may use (the host serves it to agents
+// with an HTTP grant). `fetch-event` (serving incoming requests) stays off:
+// no world exports wasi:http/incoming-handler. componentize-js makes a
+// component import every interface of its world, so a keyvalue world
+// imports wasi:keyvalue whatever the module uses.
+const WORLD_FEATURES = {
+  agent: [],
+  'agent-http': ['http'],
+  'agent-keyvalue': [],
+  'agent-http-keyvalue': ['http'],
+};
 
 function die(message) {
   console.error(`build.mjs: ${message}`);
@@ -49,12 +65,29 @@ async function loadComponentize() {
   return { componentize, version };
 }
 
+/** The world an agent folder names in its `world` file, or `agent`. */
+async function worldOf(folder) {
+  const file = join(folder, 'world');
+  if (!existsSync(file)) return 'agent';
+  const world = (await readFile(file, 'utf8')).trim();
+  if (!world) die(`${file} is empty: it names the agent's world`);
+  if (!Object.hasOwn(WORLD_FEATURES, world)) {
+    die(`${file} names the world \`${world}\`, not one of ${Object.keys(WORLD_FEATURES).join(', ')}`);
+  }
+  return world;
+}
+
 async function findAgents() {
   const agents = [];
   for (const entry of await readdir(here, { withFileTypes: true })) {
     if (!entry.isDirectory() || entry.name === 'node_modules') continue;
-    const source = join(here, entry.name, `${entry.name}.js`);
-    if (existsSync(source)) agents.push({ name: entry.name, source });
+    const folder = join(here, entry.name);
+    const source = join(folder, `${entry.name}.js`);
+    if (!existsSync(source)) continue;
+    const world = await worldOf(folder);
+    const enabled = WORLD_FEATURES[world];
+    const disableFeatures = ALL_FEATURES.filter((f) => !enabled.includes(f));
+    agents.push({ name: entry.name, source, world, disableFeatures });
   }
   return agents.sort((a, b) => (a.name < b.name ? -1 : 1));
 }
@@ -93,8 +126,8 @@ async function main() {
   await mkdir(outDir, { recursive: true });
 
   const cwd = process.cwd();
-  console.log(`componentize-js ${version}; disabled features: ${DISABLED_FEATURES.join(', ')}`);
-  for (const { name, source } of agents) {
+  console.log(`componentize-js ${version}; features off unless the world needs them: ${ALL_FEATURES.join(', ')}`);
+  for (const { name, source, world, disableFeatures } of agents) {
     const out = join(outDir, `${name}.wasm`);
     // componentize-js does not build reproducibly (each build has another
     // SHA-256), so a component newer than its sources is kept as it is.
@@ -112,8 +145,8 @@ async function main() {
       ({ component } = await componentize({
         sourcePath: source,
         witPath,
-        worldName: 'agent',
-        disableFeatures: DISABLED_FEATURES,
+        worldName: world,
+        disableFeatures,
       }));
     } catch (error) {
       die(`${name}: ${error.message ?? error}`);
@@ -125,7 +158,9 @@ async function main() {
     const { size } = await stat(out);
     const mib = (size / (1 << 20)).toFixed(1);
     const shown = relative(cwd, out).startsWith('..') ? out : relative(cwd, out);
-    console.log(`${name}: ${shown} ${size} bytes (${mib} MiB) in ${(ms / 1000).toFixed(1)} s`);
+    const on = ALL_FEATURES.filter((f) => !disableFeatures.includes(f));
+    const how = `world ${world}${on.length ? `, features ${on.join(', ')}` : ''}`;
+    console.log(`${name}: ${shown} ${size} bytes (${mib} MiB, ${how}) in ${(ms / 1000).toFixed(1)} s`);
   }
 }
 

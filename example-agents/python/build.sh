@@ -6,8 +6,11 @@
 # writes OUTDIR/NAME.wasm for every agent folder example-agents/python/NAME/
 # holding an app.py (or only the NAMEs given). OUTDIR is relative to the
 # current directory. Each agent is built with componentize-py from the repo's
-# wit/ folder, world `agent` (agentserver:agent@0.1.0); componentize-py
-# generates the `wit_world` bindings itself, on the fly.
+# wit/ folder (package agentserver:agent), for the world named in the agent
+# folder's `world` file (one line, e.g. `agent-http-keyvalue`), or the world
+# `agent` when there is none; componentize-py generates the `wit_world`
+# bindings itself, on the fly. componentize-py makes a component import every
+# interface of its world, so pick the smallest world the agent needs.
 #
 # componentize-py bundles every file of the app's folder into the component
 # and writes __pycache__ there while it pre-initializes the app, so each agent
@@ -57,13 +60,22 @@ for name in "$@"; do
         echo "componentize-py: $out/$name.wasm is up to date" >&2
         continue
     fi
+    world=agent
+    if [ -f "$dir/world" ]; then
+        world="$(tr -d '[:space:]' < "$dir/world")"
+        if [ -z "$world" ]; then
+            echo "error: $dir/world is empty: it names the agent's world" >&2
+            exit 1
+        fi
+    fi
     build="$root/target/python-agents/$name"
     rm -rf "$build"
     mkdir -p "$build"
     cp -pR "$dir/." "$build/"
+    rm -f "$build/world"
     find "$build" \( -name __pycache__ -o -name 'test_*.py' \) -prune -exec rm -rf {} +
     tmp="$out/.$name.wasm.tmp"
-    echo "componentize-py: $name -> $out/$name.wasm" >&2
-    (cd "$build" && componentize-py -q -d "$root/wit" -w agent componentize app -o "$tmp")
+    echo "componentize-py: $name -> $out/$name.wasm (world $world)" >&2
+    (cd "$build" && componentize-py -q -d "$root/wit" -w "$world" componentize app -o "$tmp")
     mv -f "$tmp" "$out/$name.wasm"
 done

@@ -5,4 +5,6 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/../.."
-python3 -m unittest discover -s example-agents/python/stats "$@"
+for agent in stats llm; do
+    python3 -m unittest discover -s "example-agents/python/$agent" "$@"
+done
