@@ -60,6 +60,29 @@ async fn fetch(client: &mut Client, attributes: &str) -> Vec<String> {
     fetch_n(client, attributes, 1).await
 }
 
+/// Carries a signed registration of the `fetch` agent with `limits` and
+/// returns the verdict frame.
+async fn register_fetch(
+    server: &TestServer,
+    carrier: &mut Client,
+    limits: agentserver::privileged::LimitChanges,
+) -> String {
+    let bytes = agent_bytes("fetch");
+    let register = Command::Register(agentserver::privileged::Registration {
+        name: "fetch".into(),
+        listens: vec!["fetch".into()],
+        description: String::new(),
+        sha256: agentserver::runtime::ComponentHash::of(&bytes),
+        component: agentserver::privileged::ComponentSource::Inline(bytes),
+        limits,
+    });
+    carrier
+        .send(&server.sign(&register.to_unsigned_document()))
+        .await
+        .unwrap();
+    recv_until(carrier, "<privileged-result").await
+}
+
 fn http_records(server: &TestServer) -> Vec<OwnedAuditRecord> {
     server
         .audit
@@ -318,20 +341,7 @@ async fn a_component_importing_http_without_a_grant_is_refused() {
     // By signed registration: refused with the reason, and audited.
     let server = TestServer::start(&[("alice", &["echo"])], &[]).await;
     let (mut alice, _) = server.login("alice").await;
-    let bytes = agent_bytes("fetch");
-    let register = Command::Register(agentserver::privileged::Registration {
-        name: "fetch".into(),
-        listens: vec!["fetch".into()],
-        description: String::new(),
-        sha256: agentserver::runtime::ComponentHash::of(&bytes),
-        component: agentserver::privileged::ComponentSource::Inline(bytes),
-        limits: Default::default(),
-    });
-    alice
-        .send(&server.sign(&register.to_unsigned_document()))
-        .await
-        .unwrap();
-    let verdict = recv_until(&mut alice, "<privileged-result").await;
+    let verdict = register_fetch(&server, &mut alice, Default::default()).await;
     assert!(
         verdict.contains("status=\"refused\"") && verdict.contains("HTTP grant"),
         "{verdict}"
@@ -344,7 +354,6 @@ async fn a_component_importing_http_without_a_grant_is_refused() {
 
     // With the grant, signed, the same component is admitted.
     let upstream = Upstream::start().await;
-    let bytes = agent_bytes("fetch");
     let limits = agentserver::privileged::LimitChanges {
         grants: Some(agentserver::capability::AgentGrants {
             http: Some(agentserver::capability::HttpGrant::new(vec![upstream
@@ -355,19 +364,7 @@ async fn a_component_importing_http_without_a_grant_is_refused() {
         }),
         ..Default::default()
     };
-    let register = Command::Register(agentserver::privileged::Registration {
-        name: "fetch".into(),
-        listens: vec!["fetch".into()],
-        description: String::new(),
-        sha256: agentserver::runtime::ComponentHash::of(&bytes),
-        component: agentserver::privileged::ComponentSource::Inline(bytes),
-        limits,
-    });
-    alice
-        .send(&server.sign(&register.to_unsigned_document()))
-        .await
-        .unwrap();
-    let verdict = recv_until(&mut alice, "<privileged-result").await;
+    let verdict = register_fetch(&server, &mut alice, limits).await;
     assert!(verdict.contains("status=\"applied\""), "{verdict}");
     server.stop().await;
 }

@@ -66,6 +66,23 @@ struct ThreadInner {
     ended: bool,
 }
 
+impl ThreadInner {
+    /// Counts one more message, unless the thread has ended or this one
+    /// takes it past `max_messages` (which ends it).
+    fn charge(&mut self, max_messages: usize) -> Result<(), Enqueued> {
+        if self.ended {
+            return Err(Enqueued::Ended);
+        }
+        self.messages += 1;
+        if self.messages > max_messages {
+            self.ended = true;
+            self.mailbox.clear();
+            return Err(Enqueued::OverLimit);
+        }
+        Ok(())
+    }
+}
+
 /// What [`ThreadState::enqueue`] did.
 pub(crate) enum Enqueued {
     /// Queued; a worker must be started.
@@ -94,14 +111,8 @@ impl ThreadState {
     /// Appends `hop` to the mailbox, counting it against the thread's limit.
     pub(crate) fn enqueue(&self, hop: Hop, max_messages: usize) -> Enqueued {
         let mut inner = self.lock();
-        if inner.ended {
-            return Enqueued::Ended;
-        }
-        inner.messages += 1;
-        if inner.messages > max_messages {
-            inner.ended = true;
-            inner.mailbox.clear();
-            return Enqueued::OverLimit;
+        if let Err(refused) = inner.charge(max_messages) {
+            return refused;
         }
         inner.mailbox.push_back(hop);
         if inner.running {
@@ -115,17 +126,10 @@ impl ThreadState {
     /// Counts one message that bypasses the mailbox (an emission delivered
     /// at once) against the thread's limit.
     fn count(&self, max_messages: usize) -> Enqueued {
-        let mut inner = self.lock();
-        if inner.ended {
-            return Enqueued::Ended;
+        match self.lock().charge(max_messages) {
+            Ok(()) => Enqueued::Queued,
+            Err(refused) => refused,
         }
-        inner.messages += 1;
-        if inner.messages > max_messages {
-            inner.ended = true;
-            inner.mailbox.clear();
-            return Enqueued::OverLimit;
-        }
-        Enqueued::Queued
     }
 
     /// Ends the thread: nothing more is queued or delivered.
@@ -318,16 +322,20 @@ impl BusInner {
                 self.to_session(thread, &hop);
                 true
             }
-            Enqueued::OverLimit => {
-                let reason = format!(
-                    "the thread carried more than {} messages",
-                    self.config.max_thread_messages
-                );
-                self.end_thread(thread, frames::thread_limit(&thread.id, &reason));
-                false
-            }
+            Enqueued::OverLimit => self.end_over_message_limit(thread),
             Enqueued::Ended => false,
         }
+    }
+
+    /// Ends `thread`, which went past `max_thread_messages`; returns `false`
+    /// (it takes nothing more).
+    fn end_over_message_limit(&self, thread: &ThreadState) -> bool {
+        let reason = format!(
+            "the thread carried more than {} messages",
+            self.config.max_thread_messages
+        );
+        self.end_thread(thread, frames::thread_limit(&thread.id, &reason));
+        false
     }
 
     /// Audits `hop` and queues it on `thread`, starting a worker if none
@@ -344,14 +352,7 @@ impl BusInner {
                 self.start_worker(thread);
                 true
             }
-            Enqueued::OverLimit => {
-                let reason = format!(
-                    "the thread carried more than {} messages",
-                    self.config.max_thread_messages
-                );
-                self.end_thread(thread, frames::thread_limit(&thread.id, &reason));
-                false
-            }
+            Enqueued::OverLimit => self.end_over_message_limit(thread),
             Enqueued::Ended => false,
         }
     }
