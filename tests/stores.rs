@@ -225,3 +225,61 @@ fn sessions_and_pending_frames_are_kept_on_every_persistent_backend() {
         assert_eq!(frames[0].1, "<n>2\ttab</n>", "{name}");
     }
 }
+
+#[test]
+fn key_value_buckets_hold_quotas_sessions_and_restarts_on_every_backend() {
+    use agentserver::capability::{Bucket, BucketQuota, KeyValueError};
+    let quota = BucketQuota {
+        max_keys: 3,
+        max_bytes: 40,
+    };
+    for (name, dir, config, _redis) in backends() {
+        let stores = Stores::open(&config, dir.path()).unwrap();
+        let kv = &stores.keyvalue;
+        let (s1, s2) = (Bucket::session("memo", "s1"), Bucket::session("memo", "s2"));
+        let shared = Bucket::agent("memo");
+        kv.set(&s1, "k", b"one", &quota).unwrap();
+        kv.set(&s2, "k", b"two", &quota).unwrap();
+        assert_eq!(kv.get(&s1, "k").unwrap().unwrap(), b"one", "{name}");
+        assert_eq!(kv.get(&s2, "k").unwrap().unwrap(), b"two", "{name}");
+        assert_eq!(kv.get(&s1, "missing").unwrap(), None, "{name}");
+
+        // Quotas: bytes of keys and values, then keys; a refused write
+        // writes nothing.
+        let error = kv.set(&s1, "k", &[b'x'; 40], &quota).unwrap_err();
+        assert!(matches!(error, KeyValueError::Quota(_)), "{name}: {error}");
+        assert_eq!(kv.get(&s1, "k").unwrap().unwrap(), b"one", "{name}");
+        kv.set(&s1, "a", b"", &quota).unwrap();
+        kv.set(&s1, "b", b"", &quota).unwrap();
+        let error = kv.set(&s1, "c", b"", &quota).unwrap_err();
+        assert!(error.to_string().contains("3 keys"), "{name}: {error}");
+        kv.delete(&s1, "a").unwrap();
+        kv.set(&s1, "c", b"", &quota).unwrap();
+        let (keys, next) = kv.keys(&s1, 0).unwrap();
+        assert_eq!(
+            (keys, next),
+            (vec!["b".into(), "c".into(), "k".into()], None),
+            "{name}"
+        );
+
+        // Counters; the agent bucket is one for all sessions.
+        assert_eq!(kv.increment(&shared, "n", 2, &quota).unwrap(), 2, "{name}");
+        assert_eq!(kv.increment(&shared, "n", 3, &quota).unwrap(), 5, "{name}");
+
+        // An ended session leaves nothing; the agent bucket survives a
+        // restart on persistent backends.
+        kv.clear(&s1).unwrap();
+        assert_eq!(kv.keys(&s1, 0).unwrap(), (Vec::new(), None), "{name}");
+        assert_eq!(kv.get(&s2, "k").unwrap().unwrap(), b"two", "{name}");
+        if stores.structure.is_persistent() {
+            let reopened = Stores::open(&config, dir.path()).unwrap();
+            let kv = &reopened.keyvalue;
+            assert_eq!(kv.get(&shared, "n").unwrap().unwrap(), b"5", "{name}");
+            // Usage is kept with the data: the quota still counts them.
+            kv.set(&s1, "fresh", b"", &quota).unwrap();
+            kv.remove_agent("memo").unwrap();
+            assert_eq!(kv.get(&shared, "n").unwrap(), None, "{name}");
+            assert_eq!(kv.get(&s2, "k").unwrap(), None, "{name}");
+        }
+    }
+}

@@ -72,14 +72,15 @@ pub struct Usage {
 }
 
 /// Checks that a bucket using `usage` may replace `old` (the key's current
-/// value length, if any) with a value of `new` bytes under `key`.
+/// value length, if any) with a value of `new` bytes under `key`, and
+/// returns what it will use then.
 pub fn check_quota(
     usage: Usage,
     key: &str,
     old: Option<u64>,
     new: u64,
     quota: &BucketQuota,
-) -> Result<(), KeyValueError> {
+) -> Result<Usage, KeyValueError> {
     let key_bytes = key.len() as u64;
     let keys = usage.keys + u64::from(old.is_none());
     let bytes = usage
@@ -99,7 +100,7 @@ pub fn check_quota(
             quota.max_bytes
         )));
     }
-    Ok(())
+    Ok(Usage { keys, bytes })
 }
 
 /// Where buckets are kept.

@@ -444,8 +444,13 @@ impl Agent {
             .data()
             .output
             .begin_call(thread, self.limits.max_log_bytes);
+        let scope = if store.data().has_capabilities() {
+            CallScope::new(session, thread)
+        } else {
+            Arc::clone(&self.capabilities.idle_scope)
+        };
         store.data_mut().begin_call(CallContext {
-            scope: CallScope::new(session, thread),
+            scope,
             emitter: emitter.cloned(),
             held: Vec::new(),
             emitted: 0,
@@ -474,7 +479,8 @@ impl Agent {
         )
         .await;
         live.store.data().output.end_call();
-        let call = std::mem::replace(&mut live.store.data_mut().call, CallContext::idle());
+        let idle = CallContext::idle(&self.capabilities.idle_scope);
+        let call = std::mem::replace(&mut live.store.data_mut().call, idle);
         match result {
             Err(_elapsed) => Outcome::Discarded(self.timeout_error()),
             Ok(Err(trap)) => Outcome::Discarded(self.classify(&trap)),

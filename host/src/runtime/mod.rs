@@ -249,6 +249,7 @@ impl Runtime {
         };
         let capabilities = Arc::new(Capabilities {
             agent: name.into(),
+            idle_scope: crate::capability::CallScope::new("", ""),
             http,
             storage: grants.storage.clone().map(|grant| GrantedStorage {
                 grant,

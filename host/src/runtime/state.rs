@@ -51,6 +51,8 @@ pub(crate) struct GrantedStorage {
 /// What an agent may use beyond computing, shared by its instances.
 pub(crate) struct Capabilities {
     pub(crate) agent: Arc<str>,
+    /// The scope of calls that use no capability, and of no call.
+    pub(crate) idle_scope: Arc<CallScope>,
     pub(crate) http: Option<Arc<OutboundClient>>,
     pub(crate) storage: Option<GrantedStorage>,
     pub(crate) audit: Arc<dyn UsageAudit>,
@@ -77,9 +79,11 @@ pub(crate) struct CallContext {
 }
 
 impl CallContext {
-    pub(crate) fn idle() -> Self {
+    /// No call: `scope` is an agent's idle scope, shared so that making
+    /// one costs no allocation.
+    pub(crate) fn idle(scope: &Arc<CallScope>) -> Self {
         CallContext {
-            scope: CallScope::new("", ""),
+            scope: Arc::clone(scope),
             emitter: None,
             held: Vec::new(),
             emitted: 0,
@@ -110,6 +114,7 @@ impl InstanceState {
         output: Arc<GuestOutput>,
         capabilities: Arc<Capabilities>,
     ) -> Self {
+        let idle = Arc::clone(&capabilities.idle_scope);
         let wasi = WasiCtx::builder()
             .stdout(output.stream())
             .stderr(output.stream())
@@ -124,11 +129,11 @@ impl InstanceState {
             http: WasiHttpCtx::new(),
             hooks: HttpHooks {
                 client: capabilities.http.clone(),
-                scope: CallScope::new("", ""),
+                scope: Arc::clone(&idle),
             },
             output,
             capabilities,
-            call: CallContext::idle(),
+            call: CallContext::idle(&idle),
         }
     }
 
@@ -159,6 +164,11 @@ impl InstanceState {
             None => call.held.push(payload),
         }
         Ok(())
+    }
+
+    /// Whether calls use a capability, and so need a scope of their own.
+    pub(crate) fn has_capabilities(&self) -> bool {
+        self.capabilities.http.is_some() || self.capabilities.storage.is_some()
     }
 
     /// Audits one storage write (never its value).

@@ -1,11 +1,12 @@
 //! Where the organism keeps what must outlive the process: the structure
 //! that privileged commands change ([`StructureStore`]: used command ids,
 //! agents admitted at run time with their components), the audit log
-//! ([`AuditStore`]) and sessions with their pending frames
-//! ([`SessionStore`]). One trait per concern; every persistent backend
-//! implements all.
+//! ([`AuditStore`]), sessions with their pending frames
+//! ([`SessionStore`]) and agents' key-value buckets ([`KeyValueStore`]).
+//! One trait per concern; every persistent backend implements all.
 //!
 //! [`SessionStore`]: crate::session::SessionStore
+//! [`KeyValueStore`]: crate::capability::KeyValueStore
 //!
 //! - `memory` (the default): nothing on disk; structure is forgotten on
 //!   restart and the audit log keeps the newest 100,000 entries.
@@ -17,7 +18,9 @@
 //! [`AuditStore`]: crate::audit::AuditStore
 
 mod redis;
+mod redis_kv;
 mod sqlite;
+mod sqlite_kv;
 
 pub use redis::RedisStore;
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
@@ -92,8 +95,8 @@ impl Stores {
                 Ok(Stores {
                     structure: store.clone(),
                     audit: store.clone(),
+                    keyvalue: store.clone(),
                     sessions: Some(store),
-                    keyvalue: Arc::new(MemoryKeyValueStore::new()),
                 })
             }
             StorageConfig::Redis { url, prefix } => {
@@ -101,8 +104,8 @@ impl Stores {
                 Ok(Stores {
                     structure: store.clone(),
                     audit: store.clone(),
+                    keyvalue: store.clone(),
                     sessions: Some(store),
-                    keyvalue: Arc::new(MemoryKeyValueStore::new()),
                 })
             }
         }

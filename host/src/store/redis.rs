@@ -10,6 +10,7 @@
 //! | `P:sessions` | set | ids of stored sessions |
 //! | `P:session:ID` | hash | `user`, `token_hash`, `timeout` |
 //! | `P:frames:ID` | sorted set | pending frames `SEQ TAB FRAME`, scored by `SEQ` |
+//! | `P:kv:…`, `P:kv-buckets:AGENT` | hash, string, set | agents' key-value buckets (see `redis_kv`) |
 //!
 //! A write is done when Redis acknowledged it; multi-key changes go in
 //! one `MULTI`/`EXEC` transaction.
@@ -70,11 +71,11 @@ impl RedisStore {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Connection> {
         self.connection.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn key(&self, parts: &[&str]) -> String {
+    pub(super) fn key(&self, parts: &[&str]) -> String {
         let mut key = self.prefix.clone();
         for part in parts {
             key.push(':');

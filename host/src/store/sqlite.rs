@@ -14,7 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The schema this build writes; older files are migrated step by step.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Each step takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -41,6 +41,14 @@ const MIGRATIONS: &[&str] = &[
          seq INTEGER NOT NULL,
          frame TEXT NOT NULL,
          PRIMARY KEY (session, seq)
+     );",
+    // 2 -> 3: agents' key-value buckets (session '' is the agent bucket).
+    "CREATE TABLE kv (
+         agent TEXT NOT NULL,
+         session TEXT NOT NULL,
+         key TEXT NOT NULL,
+         value BLOB NOT NULL,
+         PRIMARY KEY (agent, session, key)
      );",
 ];
 
@@ -98,7 +106,7 @@ impl SqliteStore {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Connection> {
         self.connection.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

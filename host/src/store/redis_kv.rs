@@ -1,0 +1,181 @@
+//! Agents' key-value buckets on Redis. Per bucket:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P:kv:AGENT:agent` / `P:kv:AGENT:session:ID` | hash | the bucket's keys and values |
+//! | the same with `:bytes` | string | bytes of its keys and values together |
+//! | `P:kv-buckets:AGENT` | set | the agent's bucket keys, to remove them with it |
+//!
+//! A write reads the bucket's usage and writes under `WATCH`, in one
+//! `MULTI`/`EXEC`, retried if another writer got there first, so quotas
+//! hold across processes.
+
+use super::redis::RedisStore;
+use crate::capability::keyvalue::{
+    check_quota, counter_of, counter_value, Bucket, KeyValueError, KeyValueStore, Usage,
+    KEYS_PER_PAGE,
+};
+use crate::capability::BucketQuota;
+use redis::Commands as _;
+
+fn failed(error: redis::RedisError) -> KeyValueError {
+    KeyValueError::Storage(format!("redis: {error}"))
+}
+
+impl RedisStore {
+    fn bucket_key(&self, bucket: &Bucket) -> String {
+        match &bucket.session {
+            Some(session) => self.key(&["kv", &bucket.agent, "session", session]),
+            None => self.key(&["kv", &bucket.agent, "agent"]),
+        }
+    }
+
+    fn buckets_key(&self, agent: &str) -> String {
+        self.key(&["kv-buckets", agent])
+    }
+
+    /// Writes `value(old)` under `key` if the quota allows, atomically.
+    fn write(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        quota: &BucketQuota,
+        value: impl Fn(Option<&[u8]>) -> Result<Vec<u8>, KeyValueError>,
+    ) -> Result<Vec<u8>, KeyValueError> {
+        let hash = self.bucket_key(bucket);
+        let bytes_key = format!("{hash}:bytes");
+        let buckets = self.buckets_key(&bucket.agent);
+        let mut connection = self.lock();
+        redis::transaction(
+            &mut *connection,
+            &[&hash, &bytes_key],
+            |connection, pipe| {
+                let old: Option<Vec<u8>> = connection.hget(&hash, key)?;
+                let keys: u64 = connection.hlen(&hash)?;
+                let bytes: Option<u64> = connection.get(&bytes_key)?;
+                let usage = Usage {
+                    keys,
+                    bytes: bytes.unwrap_or(0),
+                };
+                let new = match value(old.as_deref()) {
+                    Ok(new) => new,
+                    Err(refused) => return Ok(Some(Err(refused))),
+                };
+                let old_len = old.as_ref().map(|v| v.len() as u64);
+                let after = match check_quota(usage, key, old_len, new.len() as u64, quota) {
+                    Ok(after) => after,
+                    Err(refused) => return Ok(Some(Err(refused))),
+                };
+                let done: Option<(u64,)> = pipe
+                    .hset(&hash, key, &new)
+                    .ignore()
+                    .sadd(&buckets, &hash)
+                    .ignore()
+                    .set(&bytes_key, after.bytes)
+                    .ignore()
+                    .hlen(&hash)
+                    .query(connection)?;
+                Ok(done.map(|_| Ok(new.clone())))
+            },
+        )
+        .map_err(failed)?
+    }
+}
+
+impl KeyValueStore for RedisStore {
+    fn get(&self, bucket: &Bucket, key: &str) -> Result<Option<Vec<u8>>, KeyValueError> {
+        self.lock()
+            .hget(self.bucket_key(bucket), key)
+            .map_err(failed)
+    }
+
+    fn set(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        value: &[u8],
+        quota: &BucketQuota,
+    ) -> Result<(), KeyValueError> {
+        self.write(bucket, key, quota, |_| Ok(value.to_vec()))
+            .map(drop)
+    }
+
+    fn delete(&self, bucket: &Bucket, key: &str) -> Result<(), KeyValueError> {
+        let hash = self.bucket_key(bucket);
+        let bytes_key = format!("{hash}:bytes");
+        let mut connection = self.lock();
+        redis::transaction(
+            &mut *connection,
+            &[&hash, &bytes_key],
+            |connection, pipe| {
+                let old: Option<Vec<u8>> = connection.hget(&hash, key)?;
+                let Some(old) = old else {
+                    return Ok(Some(()));
+                };
+                let freed = (key.len() + old.len()) as i64;
+                let done: Option<(i64,)> = pipe
+                    .hdel(&hash, key)
+                    .ignore()
+                    .decr(&bytes_key, freed)
+                    .query(connection)?;
+                Ok(done.map(drop))
+            },
+        )
+        .map_err(failed)
+    }
+
+    fn increment(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        delta: u64,
+        quota: &BucketQuota,
+    ) -> Result<u64, KeyValueError> {
+        let value = self.write(bucket, key, quota, |old| {
+            Ok(counter_value(counter_of(old)?.saturating_add(delta)))
+        })?;
+        counter_of(Some(&value))
+    }
+
+    fn keys(
+        &self,
+        bucket: &Bucket,
+        cursor: u64,
+    ) -> Result<(Vec<String>, Option<u64>), KeyValueError> {
+        let mut keys: Vec<String> = self.lock().hkeys(self.bucket_key(bucket)).map_err(failed)?;
+        keys.sort();
+        let start = usize::try_from(cursor)
+            .unwrap_or(usize::MAX)
+            .min(keys.len());
+        let page: Vec<String> = keys[start..].iter().take(KEYS_PER_PAGE).cloned().collect();
+        let next = start + page.len();
+        Ok((page, (next < keys.len()).then_some(next as u64)))
+    }
+
+    fn clear(&self, bucket: &Bucket) -> Result<(), KeyValueError> {
+        let hash = self.bucket_key(bucket);
+        redis::pipe()
+            .atomic()
+            .del(&[&hash, &format!("{hash}:bytes")])
+            .ignore()
+            .srem(self.buckets_key(&bucket.agent), &hash)
+            .ignore()
+            .exec(&mut *self.lock())
+            .map_err(failed)
+    }
+
+    fn remove_agent(&self, agent: &str) -> Result<(), KeyValueError> {
+        let buckets_key = self.buckets_key(agent);
+        let mut connection = self.lock();
+        let buckets: Vec<String> = connection.smembers(&buckets_key).map_err(failed)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for hash in &buckets {
+            pipe.del(&[hash, &format!("{hash}:bytes")]).ignore();
+        }
+        pipe.del(&buckets_key)
+            .ignore()
+            .exec(&mut *connection)
+            .map_err(failed)
+    }
+}
