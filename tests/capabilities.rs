@@ -366,6 +366,25 @@ async fn a_component_importing_http_without_a_grant_is_refused() {
     };
     let verdict = register_fetch(&server, &mut alice, limits).await;
     assert!(verdict.contains("status=\"applied\""), "{verdict}");
+
+    // Taking the grant away from a component that imports wasi:http is
+    // refused the same way, and the agent keeps running as it was.
+    let revoke = Command::Limits {
+        name: "fetch".into(),
+        changes: agentserver::privileged::LimitChanges {
+            grants: Some(Default::default()),
+            ..Default::default()
+        },
+    };
+    alice
+        .send(&server.sign(&revoke.to_unsigned_document()))
+        .await
+        .unwrap();
+    let verdict = recv_until(&mut alice, "<privileged-result").await;
+    assert!(
+        verdict.contains("status=\"refused\"") && verdict.contains("HTTP grant"),
+        "{verdict}"
+    );
     server.stop().await;
 }
 
