@@ -2,15 +2,22 @@
 //! agent's `GET`, through the grant's checks and the pooled client) against
 //! the same request made directly by this process with a pooled hyper
 //! client, to the same keep-alive server on loopback, in one run; and a
-//! storage `set` and `get` through the `memo` agent.
+//! storage `set` and `get` through the `memo` agent, on each backend
+//! (memory, SQLite in a temporary file, and a `redis-server` this benchmark
+//! starts on loopback when one is installed).
 //!
 //! Needs the example agents (`make agents`). Run with `make bench` or
 //! `cargo bench -p agentserver --bench capabilities`.
 
 mod support;
 
-use agentserver::capability::{AgentGrants, BucketQuota, HttpGrant, StorageGrant};
-use agentserver::runtime::{Agent, AgentLimits, Delivery, Runtime, RuntimeConfig, SessionKey};
+use agentserver::capability::{
+    AgentGrants, BucketQuota, HttpGrant, KeyValueStore, MemoryKeyValueStore, StorageGrant,
+};
+use agentserver::runtime::{
+    Agent, AgentLimits, Delivery, Runtime, RuntimeConfig, RuntimeServices, SessionKey,
+};
+use agentserver::store::{RedisStore, SqliteStore};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http_body_util::{BodyExt as _, Empty, Full};
@@ -151,12 +158,69 @@ fn outbound(c: &mut Criterion) {
     );
 }
 
+/// A `redis-server` on a free loopback port with nothing saved, killed
+/// when dropped; `None` (and the Redis figures skipped) when there is no
+/// `redis-server` on the PATH.
+struct RedisChild(std::process::Child);
+
+impl Drop for RedisChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis_server(dir: &std::path::Path) -> Option<(RedisChild, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .ok()?
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let child = RedisChild(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some((child, format!("redis://127.0.0.1:{port}")))
+}
+
 fn storage(c: &mut Criterion) {
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio");
-    let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut backends: Vec<(&str, Arc<dyn KeyValueStore>)> = vec![
+        ("memory", Arc::new(MemoryKeyValueStore::new())),
+        (
+            "sqlite",
+            Arc::new(SqliteStore::open(&dir.path().join("kv.sqlite3")).expect("sqlite")),
+        ),
+    ];
+    let redis = redis_server(dir.path());
+    match &redis {
+        Some((_, url)) => backends.push((
+            "redis",
+            Arc::new(RedisStore::open(url, "bench").expect("redis")),
+        )),
+        None => println!("no redis-server on the PATH: the Redis figures are skipped"),
+    }
     let quota = BucketQuota {
         max_keys: 1_000,
         max_bytes: 1 << 20,
@@ -168,35 +232,45 @@ fn storage(c: &mut Criterion) {
             agent: Some(quota),
         }),
     };
-    let memo = agent(&runtime, "memo", grants);
     let set = "<remember key=\"k\">a value of some thirty bytes.</remember>";
     let get = "<recall key=\"k\"></recall>";
-    tokio.block_on(call(&memo, "remember", set));
-    c.bench_function("capabilities/kv_set_memory", |b| {
-        b.iter_custom(|iters| timed(&tokio, iters, || call(&memo, "remember", set)))
-    });
-    c.bench_function("capabilities/kv_get_memory", |b| {
-        b.iter_custom(|iters| timed(&tokio, iters, || call(&memo, "recall", get)))
-    });
-    let time = |tag: &'static str, payload: &'static str| {
-        tokio.block_on(async {
-            let mut samples = Vec::with_capacity(SAMPLES);
-            for _ in 0..SAMPLES {
-                let start = Instant::now();
-                call(&memo, tag, payload).await;
-                samples.push(start.elapsed());
-            }
-            samples
-        })
-    };
-    report(
-        "storage set through the memo agent (memory backend)",
-        time("remember", set),
-    );
-    report(
-        "storage get through the memo agent (memory backend)",
-        time("recall", get),
-    );
+    for (name, keyvalue) in backends {
+        let runtime = Runtime::with_services(
+            RuntimeConfig::default(),
+            RuntimeServices {
+                keyvalue,
+                ..RuntimeServices::default()
+            },
+        )
+        .expect("runtime");
+        let memo = agent(&runtime, "memo", grants.clone());
+        tokio.block_on(call(&memo, "remember", set));
+        c.bench_function(&format!("capabilities/kv_set_{name}"), |b| {
+            b.iter_custom(|iters| timed(&tokio, iters, || call(&memo, "remember", set)))
+        });
+        c.bench_function(&format!("capabilities/kv_get_{name}"), |b| {
+            b.iter_custom(|iters| timed(&tokio, iters, || call(&memo, "recall", get)))
+        });
+        let time = |tag: &'static str, payload: &'static str| {
+            tokio.block_on(async {
+                let mut samples = Vec::with_capacity(SAMPLES);
+                for _ in 0..SAMPLES {
+                    let start = Instant::now();
+                    call(&memo, tag, payload).await;
+                    samples.push(start.elapsed());
+                }
+                samples
+            })
+        };
+        report(
+            &format!("storage set through the memo agent ({name} backend)"),
+            time("remember", set),
+        );
+        report(
+            &format!("storage get through the memo agent ({name} backend)"),
+            time("recall", get),
+        );
+    }
 }
 
 criterion_group! {
