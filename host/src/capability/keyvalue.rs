@@ -89,18 +89,25 @@ pub fn check_quota(
         + key_bytes
         + new;
     if keys > quota.max_keys {
-        return Err(KeyValueError::Quota(format!(
-            "the bucket holds at most {} keys",
-            quota.max_keys
-        )));
+        return Err(too_many_keys(quota));
     }
     if bytes > quota.max_bytes {
-        return Err(KeyValueError::Quota(format!(
-            "the bucket holds at most {} bytes of keys and values; this write would make it {bytes}",
-            quota.max_bytes
-        )));
+        return Err(too_many_bytes(quota, bytes));
     }
     Ok(Usage { keys, bytes })
+}
+
+/// The refusal of a write that would pass the quota's keys.
+pub fn too_many_keys(quota: &BucketQuota) -> KeyValueError {
+    KeyValueError::Quota(format!("the bucket holds at most {} keys", quota.max_keys))
+}
+
+/// The refusal of a write that would make the bucket `bytes` large.
+pub fn too_many_bytes(quota: &BucketQuota, bytes: u64) -> KeyValueError {
+    KeyValueError::Quota(format!(
+        "the bucket holds at most {} bytes of keys and values; this write would make it {bytes}",
+        quota.max_bytes
+    ))
 }
 
 /// Where buckets are kept.

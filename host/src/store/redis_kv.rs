@@ -6,17 +6,42 @@
 //! | the same with `:bytes` | string | bytes of its keys and values together |
 //! | `P:kv-buckets:AGENT` | set | the agent's bucket keys, to remove them with it |
 //!
-//! A write reads the bucket's usage and writes under `WATCH`, in one
-//! `MULTI`/`EXEC`, retried if another writer got there first, so quotas
-//! hold across processes.
+//! A `set` checks the quota and writes in one server-side script (one round
+//! trip, atomic); an `increment` or `delete` reads under `WATCH` and writes
+//! in one `MULTI`/`EXEC`, retried if another writer got there first. Either
+//! way quotas hold across processes.
 
 use super::redis::RedisStore;
 use crate::capability::keyvalue::{
-    check_quota, counter_of, counter_value, Bucket, KeyValueError, KeyValueStore, Usage,
-    KEYS_PER_PAGE,
+    check_quota, counter_of, counter_value, too_many_bytes, too_many_keys, Bucket, KeyValueError,
+    KeyValueStore, Usage, KEYS_PER_PAGE,
 };
 use crate::capability::BucketQuota;
 use redis::Commands as _;
+
+/// Sets `ARGV[1]` to `ARGV[2]` in the bucket hash `KEYS[1]` unless that
+/// takes it past `ARGV[3]` keys or `ARGV[4]` bytes, keeping its byte count
+/// in `KEYS[2]` and the bucket in the agent's set `KEYS[3]`. Returns
+/// `{0, bytes}` when written, `{1, keys}` or `{2, bytes}` when refused.
+const SET_WITHIN_QUOTA: &str = r"
+local hash, bytes_key, buckets = KEYS[1], KEYS[2], KEYS[3]
+local key, value = ARGV[1], ARGV[2]
+local exists = redis.call('HEXISTS', hash, key) == 1
+local keys = redis.call('HLEN', hash)
+local used = tonumber(redis.call('GET', bytes_key) or '0')
+if exists then
+  used = used - redis.call('HSTRLEN', hash, key) - #key
+else
+  keys = keys + 1
+end
+local bytes = used + #key + #value
+if keys > tonumber(ARGV[3]) then return {1, keys} end
+if bytes > tonumber(ARGV[4]) then return {2, bytes} end
+redis.call('HSET', hash, key, value)
+redis.call('SET', bytes_key, bytes)
+redis.call('SADD', buckets, hash)
+return {0, bytes}
+";
 
 fn failed(error: redis::RedisError) -> KeyValueError {
     KeyValueError::Storage(format!("redis: {error}"))
@@ -96,8 +121,24 @@ impl KeyValueStore for RedisStore {
         value: &[u8],
         quota: &BucketQuota,
     ) -> Result<(), KeyValueError> {
-        self.write(bucket, key, quota, |_| Ok(value.to_vec()))
-            .map(drop)
+        static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+        let hash = self.bucket_key(bucket);
+        let (code, count): (u64, u64) = SCRIPT
+            .get_or_init(|| redis::Script::new(SET_WITHIN_QUOTA))
+            .key(&hash)
+            .key(format!("{hash}:bytes"))
+            .key(self.buckets_key(&bucket.agent))
+            .arg(key)
+            .arg(value)
+            .arg(quota.max_keys)
+            .arg(quota.max_bytes)
+            .invoke(&mut *self.lock())
+            .map_err(failed)?;
+        match code {
+            0 => Ok(()),
+            1 => Err(too_many_keys(quota)),
+            _ => Err(too_many_bytes(quota, count)),
+        }
     }
 
     fn delete(&self, bucket: &Bucket, key: &str) -> Result<(), KeyValueError> {
