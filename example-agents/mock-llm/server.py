@@ -354,6 +354,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 class MockServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    # Room for many clients connecting at once (a benchmark opens 100).
+    request_queue_size = 256
     allow_reuse_address = True
 
     def handle_error(self, request, client_address):

@@ -467,10 +467,13 @@ fn classify(error: &hyper_util::client::legacy::Error) -> (String, HttpError) {
         }
         source = cause.source();
     }
-    (
-        format!("the request failed: {error}"),
-        HttpError::HttpProtocolError,
-    )
+    let mut reason = format!("the request failed: {error}");
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        let _ = write!(reason, ": {inner}");
+        cause = inner.source();
+    }
+    (reason, HttpError::HttpProtocolError)
 }
 
 /// Why a connection was not made.
