@@ -13,7 +13,7 @@ use agentserver_tests::{agent_bytes, agent_wasm, recv_text, recv_until, TestServ
 /// The secret the host holds; nothing but the upstream server may see it.
 const SECRET: &str = "s3cret-token-9f2c";
 
-/// A server whose `fetch` agent may reach `grant_hosts` under `limits`
+/// A server whose `fetch` agent may reach `allow` under `http_extra`
 /// (extra `[agent.http]` lines), with a secrets file holding [`SECRET`].
 async fn fetch_server(allow: &[String], http_extra: &str) -> TestServer {
     let allow: Vec<String> = allow.iter().map(|a| format!("{a:?}")).collect();

@@ -114,8 +114,8 @@ impl Secrets {
         self.values.contains_key(name)
     }
 
-    /// `template` with every `{secret:NAME}` replaced by its value; `None`
-    /// names the first secret that is missing.
+    /// `template` with every `{secret:NAME}` replaced by its value, or an
+    /// error naming the first secret that is missing (never a value).
     pub fn expand(&self, template: &str) -> Result<String, String> {
         let mut out = String::with_capacity(template.len() + 64);
         let mut rest = template;
