@@ -97,6 +97,13 @@ where
     })
 }
 
+/// An HTTP grant for the loopback server on `port`.
+fn grants_http(port: u16) -> HttpGrant {
+    HttpGrant::new(vec![format!("http://127.0.0.1:{port}")
+        .parse()
+        .expect("pattern")])
+}
+
 fn outbound(c: &mut Criterion) {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -107,9 +114,7 @@ fn outbound(c: &mut Criterion) {
     let url = format!("http://127.0.0.1:{port}/");
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
     let grants = AgentGrants {
-        http: Some(HttpGrant::new(vec![format!("http://127.0.0.1:{port}")
-            .parse()
-            .expect("pattern")])),
+        http: Some(grants_http(port)),
         storage: None,
     };
     let fetch = agent(&runtime, "fetch", grants);
@@ -125,9 +130,31 @@ fn outbound(c: &mut Criterion) {
         let answer = call(&fetch, "fetch", &payload).await;
         assert!(answer[1].contains("status=\"200\""), "{answer:?}");
     };
+    let client = Arc::new(
+        agentserver::capability::OutboundClient::new(
+            "bench",
+            &grants_http(port),
+            &agentserver::capability::Secrets::none(),
+            Arc::new(agentserver::capability::NoUsageAudit),
+        )
+        .expect("client"),
+    );
+    let host_client_get = || async {
+        let body = Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let request = http::Request::get(uri.clone()).body(body).expect("request");
+        let scope = agentserver::capability::CallScope::new("s", "t");
+        let response = Arc::clone(&client)
+            .send(request, scope)
+            .await
+            .expect("send");
+        response.into_body().collect().await.expect("body");
+    };
     tokio.block_on(async {
         through_host().await;
         direct_get().await;
+        host_client_get().await;
     });
     c.bench_function("capabilities/outbound_get_through_host", |b| {
         b.iter_custom(|iters| timed(&tokio, iters, through_host))
@@ -155,6 +182,19 @@ fn outbound(c: &mut Criterion) {
     report(
         "the same GET made directly by the process (pooled hyper client)",
         own,
+    );
+    let samples = tokio.block_on(async {
+        let mut samples = Vec::with_capacity(SAMPLES);
+        for _ in 0..SAMPLES {
+            let start = Instant::now();
+            host_client_get().await;
+            samples.push(start.elapsed());
+        }
+        samples
+    });
+    report(
+        "the same GET through the host's outbound client, without the guest",
+        samples,
     );
 }
 
