@@ -64,7 +64,7 @@ pub enum KeyValueError {
 
 /// What a bucket holds: keys, and bytes of keys and values together.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
+pub struct BucketUsage {
     /// Keys.
     pub keys: u64,
     /// Bytes of keys and values.
@@ -75,12 +75,12 @@ pub struct Usage {
 /// value length, if any) with a value of `new` bytes under `key`, and
 /// returns what it will use then.
 pub fn check_quota(
-    usage: Usage,
+    usage: BucketUsage,
     key: &str,
     old: Option<u64>,
     new: u64,
     quota: &BucketQuota,
-) -> Result<Usage, KeyValueError> {
+) -> Result<BucketUsage, KeyValueError> {
     let key_bytes = key.len() as u64;
     let keys = usage.keys + u64::from(old.is_none());
     let bytes = usage
@@ -94,7 +94,7 @@ pub fn check_quota(
     if bytes > quota.max_bytes {
         return Err(too_many_bytes(quota, bytes));
     }
-    Ok(Usage { keys, bytes })
+    Ok(BucketUsage { keys, bytes })
 }
 
 /// The refusal of a write that would pass the quota's keys.
@@ -110,10 +110,25 @@ pub fn too_many_bytes(quota: &BucketQuota, bytes: u64) -> KeyValueError {
     ))
 }
 
+/// What [`KeyValueStore::update`] writes, made from the key's current value.
+pub type NewValue<'a> = dyn Fn(Option<&[u8]>) -> Result<Vec<u8>, KeyValueError> + 'a;
+
 /// Where buckets are kept.
 pub trait KeyValueStore: Send + Sync {
     /// The value of `key`, if set.
     fn get(&self, bucket: &Bucket, key: &str) -> Result<Option<Vec<u8>>, KeyValueError>;
+
+    /// Sets `key` to `new(its current value)`, unless that takes the bucket
+    /// past `quota`, and returns what was written: read, check and write
+    /// as one step, so that concurrent writers cannot pass the quota
+    /// together. An error from `new` writes nothing.
+    fn update(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        quota: &BucketQuota,
+        new: &NewValue<'_>,
+    ) -> Result<Vec<u8>, KeyValueError>;
 
     /// Sets `key` to `value`, unless that takes the bucket past `quota`.
     fn set(
@@ -122,7 +137,10 @@ pub trait KeyValueStore: Send + Sync {
         key: &str,
         value: &[u8],
         quota: &BucketQuota,
-    ) -> Result<(), KeyValueError>;
+    ) -> Result<(), KeyValueError> {
+        self.update(bucket, key, quota, &|_| Ok(value.to_vec()))
+            .map(drop)
+    }
 
     /// Removes `key`; nothing happens if it is not set.
     fn delete(&self, bucket: &Bucket, key: &str) -> Result<(), KeyValueError>;
@@ -135,7 +153,12 @@ pub trait KeyValueStore: Send + Sync {
         key: &str,
         delta: u64,
         quota: &BucketQuota,
-    ) -> Result<u64, KeyValueError>;
+    ) -> Result<u64, KeyValueError> {
+        let written = self.update(bucket, key, quota, &|old| {
+            Ok(counter_value(counter_of(old)?.saturating_add(delta)))
+        })?;
+        counter_of(Some(&written))
+    }
 
     /// Up to [`KEYS_PER_PAGE`] keys in order from position `cursor`, and the
     /// cursor of the next page if there is one.
@@ -185,8 +208,8 @@ impl MemoryKeyValueStore {
     }
 }
 
-fn usage_of(entries: &BTreeMap<String, Vec<u8>>) -> Usage {
-    Usage {
+fn usage_of(entries: &BTreeMap<String, Vec<u8>>) -> BucketUsage {
+    BucketUsage {
         keys: entries.len() as u64,
         bytes: entries
             .iter()
@@ -200,19 +223,21 @@ impl KeyValueStore for MemoryKeyValueStore {
         Ok(self.lock().get(bucket).and_then(|b| b.get(key)).cloned())
     }
 
-    fn set(
+    fn update(
         &self,
         bucket: &Bucket,
         key: &str,
-        value: &[u8],
         quota: &BucketQuota,
-    ) -> Result<(), KeyValueError> {
+        new: &NewValue<'_>,
+    ) -> Result<Vec<u8>, KeyValueError> {
         let mut buckets = self.lock();
         let entries = buckets.entry(bucket.clone()).or_default();
-        let old = entries.get(key).map(|v| v.len() as u64);
+        let current = entries.get(key);
+        let value = new(current.map(Vec::as_slice))?;
+        let old = current.map(|v| v.len() as u64);
         check_quota(usage_of(entries), key, old, value.len() as u64, quota)?;
-        entries.insert(key.to_owned(), value.to_vec());
-        Ok(())
+        entries.insert(key.to_owned(), value.clone());
+        Ok(value)
     }
 
     fn delete(&self, bucket: &Bucket, key: &str) -> Result<(), KeyValueError> {
@@ -222,43 +247,15 @@ impl KeyValueStore for MemoryKeyValueStore {
         Ok(())
     }
 
-    fn increment(
-        &self,
-        bucket: &Bucket,
-        key: &str,
-        delta: u64,
-        quota: &BucketQuota,
-    ) -> Result<u64, KeyValueError> {
-        let mut buckets = self.lock();
-        let entries = buckets.entry(bucket.clone()).or_default();
-        let current = entries.get(key);
-        let number = counter_of(current.map(Vec::as_slice))?.saturating_add(delta);
-        let value = counter_value(number);
-        let old = current.map(|v| v.len() as u64);
-        check_quota(usage_of(entries), key, old, value.len() as u64, quota)?;
-        entries.insert(key.to_owned(), value);
-        Ok(number)
-    }
-
     fn keys(
         &self,
         bucket: &Bucket,
         cursor: u64,
     ) -> Result<(Vec<String>, Option<u64>), KeyValueError> {
-        let buckets = self.lock();
-        let Some(entries) = buckets.get(bucket) else {
-            return Ok((Vec::new(), None));
-        };
-        let start = usize::try_from(cursor).unwrap_or(usize::MAX);
-        let page: Vec<String> = entries
-            .keys()
-            .skip(start)
-            .take(KEYS_PER_PAGE)
-            .cloned()
-            .collect();
-        let next = start + page.len();
-        let more = next < entries.len();
-        Ok((page, more.then_some(next as u64)))
+        Ok(match self.lock().get(bucket) {
+            Some(entries) => page(entries.keys(), cursor),
+            None => (Vec::new(), None),
+        })
     }
 
     fn clear(&self, bucket: &Bucket) -> Result<(), KeyValueError> {
@@ -270,6 +267,19 @@ impl KeyValueStore for MemoryKeyValueStore {
         self.lock().retain(|bucket, _| bucket.agent != agent);
         Ok(())
     }
+}
+
+/// The page of `sorted` keys that starts at position `cursor` (at most
+/// [`KEYS_PER_PAGE`]), and the cursor of the next page if there is one.
+pub fn page<'a>(
+    sorted: impl ExactSizeIterator<Item = &'a String>,
+    cursor: u64,
+) -> (Vec<String>, Option<u64>) {
+    let total = sorted.len();
+    let start = usize::try_from(cursor).unwrap_or(usize::MAX);
+    let keys: Vec<String> = sorted.skip(start).take(KEYS_PER_PAGE).cloned().collect();
+    let next = start.saturating_add(keys.len());
+    (keys, (next < total).then_some(next as u64))
 }
 
 #[cfg(test)]

@@ -41,11 +41,11 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
@@ -63,6 +63,9 @@ pub enum OutboundError {
     /// A header value with its secret filled in is not a valid header value.
     #[error("the `{0}` header's value is not a valid header value")]
     BadHeaderValue(String),
+    /// TLS could not be set up.
+    #[error("outbound TLS: {0}")]
+    Tls(String),
 }
 
 /// A secret header, ready to add.
@@ -155,7 +158,7 @@ impl OutboundClient {
             .collect();
         let connector = Connector {
             grant: Arc::new(grant.clone()),
-            tls: tls_config(),
+            tls: tls_config()?,
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
@@ -173,8 +176,8 @@ impl OutboundClient {
 
     /// Headers the guest may not set or see: wasi-http's defaults and
     /// every header the grant fills with a secret.
-    pub fn forbidden_headers(&self) -> Arc<HashSet<HeaderName>> {
-        Arc::clone(&self.forbidden)
+    pub fn forbidden_headers(&self) -> &Arc<HashSet<HeaderName>> {
+        &self.forbidden
     }
 
     /// Sends `request` for the call `scope`, as the module documentation
@@ -559,8 +562,8 @@ impl Connector {
             (None, None) => return Err(ConnectError::NoAddress),
         };
         let _ = stream.set_nodelay(true);
-        let stream = match destination.scheme {
-            Scheme::Http => Stream::Plain(stream),
+        let stream: Box<dyn Stream> = match destination.scheme {
+            Scheme::Http => Box::new(stream),
             Scheme::Https => {
                 let name = rustls::pki_types::ServerName::try_from(destination.host.clone())
                     .map_err(|e| ConnectError::Tls(std::io::Error::other(e)))?;
@@ -568,7 +571,7 @@ impl Connector {
                     .connect(name, stream)
                     .await
                     .map_err(ConnectError::Tls)?;
-                Stream::Tls(Box::new(tls))
+                Box::new(tls)
             }
         };
         Ok(Conn(TokioIo::new(stream)))
@@ -576,76 +579,27 @@ impl Connector {
 }
 
 /// The TLS settings of outbound connections: the web's public roots
-/// (webpki-roots), made once.
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: Mutex<Option<Arc<rustls::ClientConfig>>> = Mutex::new(None);
-    let mut config = CONFIG.lock().unwrap_or_else(|e| e.into_inner());
-    Arc::clone(config.get_or_insert_with(|| {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
-                .unwrap_or_else(|_| {
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth()
-                }),
-        )
-    }))
+/// (webpki-roots).
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, OutboundError> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| OutboundError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// A TCP stream, in TLS or not.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            Stream::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            Stream::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            Stream::Tls(stream) => Pin::new(stream).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            Stream::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
-        }
-    }
-}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 /// A pooled connection.
-struct Conn(TokioIo<Stream>);
+struct Conn(TokioIo<Box<dyn Stream>>);
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {

@@ -247,10 +247,17 @@ type SendFuture = Box<
 >;
 
 impl WasiHttpHooks for HttpHooks {
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        match &self.client {
+            Some(client) => client.forbidden_headers().contains(name),
+            None => wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name),
+        }
+    }
+
     fn forbidden_header_filter(&mut self) -> wasmtime_wasi_http::ForbiddenHeaderFilter {
         match &self.client {
             Some(client) => {
-                let forbidden = client.forbidden_headers();
+                let forbidden = Arc::clone(client.forbidden_headers());
                 Arc::new(move |name| forbidden.contains(name))
             }
             None => Arc::new(|name| wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)),

@@ -13,8 +13,8 @@
 
 use super::redis::RedisStore;
 use crate::capability::keyvalue::{
-    check_quota, counter_of, counter_value, too_many_bytes, too_many_keys, Bucket, KeyValueError,
-    KeyValueStore, Usage, KEYS_PER_PAGE,
+    check_quota, page, too_many_bytes, too_many_keys, Bucket, BucketUsage, KeyValueError,
+    KeyValueStore, NewValue,
 };
 use crate::capability::BucketQuota;
 use redis::Commands as _;
@@ -48,27 +48,37 @@ fn failed(error: redis::RedisError) -> KeyValueError {
 }
 
 impl RedisStore {
-    fn bucket_key(&self, bucket: &Bucket) -> String {
-        match &bucket.session {
+    /// The bucket's hash, and the key of its byte count.
+    fn bucket_keys(&self, bucket: &Bucket) -> (String, String) {
+        let hash = match &bucket.session {
             Some(session) => self.key(&["kv", &bucket.agent, "session", session]),
             None => self.key(&["kv", &bucket.agent, "agent"]),
-        }
+        };
+        let bytes = format!("{hash}:bytes");
+        (hash, bytes)
     }
 
     fn buckets_key(&self, agent: &str) -> String {
         self.key(&["kv-buckets", agent])
     }
+}
 
-    /// Writes `value(old)` under `key` if the quota allows, atomically.
-    fn write(
+impl KeyValueStore for RedisStore {
+    fn get(&self, bucket: &Bucket, key: &str) -> Result<Option<Vec<u8>>, KeyValueError> {
+        let (hash, _) = self.bucket_keys(bucket);
+        self.lock().hget(hash, key).map_err(failed)
+    }
+
+    /// Reads under `WATCH` and writes in `MULTI`/`EXEC`, retried when
+    /// another writer got there first.
+    fn update(
         &self,
         bucket: &Bucket,
         key: &str,
         quota: &BucketQuota,
-        value: impl Fn(Option<&[u8]>) -> Result<Vec<u8>, KeyValueError>,
+        new: &NewValue<'_>,
     ) -> Result<Vec<u8>, KeyValueError> {
-        let hash = self.bucket_key(bucket);
-        let bytes_key = format!("{hash}:bytes");
+        let (hash, bytes_key) = self.bucket_keys(bucket);
         let buckets = self.buckets_key(&bucket.agent);
         let mut connection = self.lock();
         redis::transaction(
@@ -78,21 +88,21 @@ impl RedisStore {
                 let old: Option<Vec<u8>> = connection.hget(&hash, key)?;
                 let keys: u64 = connection.hlen(&hash)?;
                 let bytes: Option<u64> = connection.get(&bytes_key)?;
-                let usage = Usage {
+                let usage = BucketUsage {
                     keys,
                     bytes: bytes.unwrap_or(0),
                 };
-                let new = match value(old.as_deref()) {
-                    Ok(new) => new,
+                let value = match new(old.as_deref()) {
+                    Ok(value) => value,
                     Err(refused) => return Ok(Some(Err(refused))),
                 };
                 let old_len = old.as_ref().map(|v| v.len() as u64);
-                let after = match check_quota(usage, key, old_len, new.len() as u64, quota) {
+                let after = match check_quota(usage, key, old_len, value.len() as u64, quota) {
                     Ok(after) => after,
                     Err(refused) => return Ok(Some(Err(refused))),
                 };
                 let done: Option<(u64,)> = pipe
-                    .hset(&hash, key, &new)
+                    .hset(&hash, key, &value)
                     .ignore()
                     .sadd(&buckets, &hash)
                     .ignore()
@@ -100,18 +110,10 @@ impl RedisStore {
                     .ignore()
                     .hlen(&hash)
                     .query(connection)?;
-                Ok(done.map(|_| Ok(new.clone())))
+                Ok(done.map(|_| Ok(value.clone())))
             },
         )
         .map_err(failed)?
-    }
-}
-
-impl KeyValueStore for RedisStore {
-    fn get(&self, bucket: &Bucket, key: &str) -> Result<Option<Vec<u8>>, KeyValueError> {
-        self.lock()
-            .hget(self.bucket_key(bucket), key)
-            .map_err(failed)
     }
 
     fn set(
@@ -122,11 +124,11 @@ impl KeyValueStore for RedisStore {
         quota: &BucketQuota,
     ) -> Result<(), KeyValueError> {
         static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
-        let hash = self.bucket_key(bucket);
+        let (hash, bytes_key) = self.bucket_keys(bucket);
         let (code, count): (u64, u64) = SCRIPT
             .get_or_init(|| redis::Script::new(SET_WITHIN_QUOTA))
             .key(&hash)
-            .key(format!("{hash}:bytes"))
+            .key(bytes_key)
             .key(self.buckets_key(&bucket.agent))
             .arg(key)
             .arg(value)
@@ -142,8 +144,7 @@ impl KeyValueStore for RedisStore {
     }
 
     fn delete(&self, bucket: &Bucket, key: &str) -> Result<(), KeyValueError> {
-        let hash = self.bucket_key(bucket);
-        let bytes_key = format!("{hash}:bytes");
+        let (hash, bytes_key) = self.bucket_keys(bucket);
         let mut connection = self.lock();
         redis::transaction(
             &mut *connection,
@@ -165,39 +166,22 @@ impl KeyValueStore for RedisStore {
         .map_err(failed)
     }
 
-    fn increment(
-        &self,
-        bucket: &Bucket,
-        key: &str,
-        delta: u64,
-        quota: &BucketQuota,
-    ) -> Result<u64, KeyValueError> {
-        let value = self.write(bucket, key, quota, |old| {
-            Ok(counter_value(counter_of(old)?.saturating_add(delta)))
-        })?;
-        counter_of(Some(&value))
-    }
-
     fn keys(
         &self,
         bucket: &Bucket,
         cursor: u64,
     ) -> Result<(Vec<String>, Option<u64>), KeyValueError> {
-        let mut keys: Vec<String> = self.lock().hkeys(self.bucket_key(bucket)).map_err(failed)?;
+        let (hash, _) = self.bucket_keys(bucket);
+        let mut keys: Vec<String> = self.lock().hkeys(hash).map_err(failed)?;
         keys.sort();
-        let start = usize::try_from(cursor)
-            .unwrap_or(usize::MAX)
-            .min(keys.len());
-        let page: Vec<String> = keys[start..].iter().take(KEYS_PER_PAGE).cloned().collect();
-        let next = start + page.len();
-        Ok((page, (next < keys.len()).then_some(next as u64)))
+        Ok(page(keys.iter(), cursor))
     }
 
     fn clear(&self, bucket: &Bucket) -> Result<(), KeyValueError> {
-        let hash = self.bucket_key(bucket);
+        let (hash, bytes_key) = self.bucket_keys(bucket);
         redis::pipe()
             .atomic()
-            .del(&[&hash, &format!("{hash}:bytes")])
+            .del(&[&hash, &bytes_key])
             .ignore()
             .srem(self.buckets_key(&bucket.agent), &hash)
             .ignore()

@@ -5,8 +5,7 @@
 
 use super::sqlite::SqliteStore;
 use crate::capability::keyvalue::{
-    check_quota, counter_of, counter_value, Bucket, KeyValueError, KeyValueStore, Usage,
-    KEYS_PER_PAGE,
+    check_quota, Bucket, BucketUsage, KeyValueError, KeyValueStore, NewValue, KEYS_PER_PAGE,
 };
 use crate::capability::BucketQuota;
 use rusqlite::{params, OptionalExtension as _, Transaction};
@@ -24,7 +23,7 @@ fn usage(
     transaction: &Transaction<'_>,
     bucket: &Bucket,
     key: &str,
-) -> Result<(Usage, Option<Vec<u8>>), KeyValueError> {
+) -> Result<(BucketUsage, Option<Vec<u8>>), KeyValueError> {
     let (keys, bytes): (i64, i64) = transaction
         .query_row(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0)
@@ -41,37 +40,11 @@ fn usage(
         )
         .optional()
         .map_err(failed)?;
-    let usage = Usage {
+    let usage = BucketUsage {
         keys: keys as u64,
         bytes: bytes as u64,
     };
     Ok((usage, old))
-}
-
-impl SqliteStore {
-    /// Writes `value` under `key` if the quota allows, in one transaction.
-    fn write(
-        &self,
-        bucket: &Bucket,
-        key: &str,
-        quota: &BucketQuota,
-        value: impl FnOnce(Option<&[u8]>) -> Result<Vec<u8>, KeyValueError>,
-    ) -> Result<Vec<u8>, KeyValueError> {
-        let mut connection = self.lock();
-        let transaction = connection.transaction().map_err(failed)?;
-        let (usage, old) = usage(&transaction, bucket, key)?;
-        let value = value(old.as_deref())?;
-        let old_len = old.map(|v| v.len() as u64);
-        check_quota(usage, key, old_len, value.len() as u64, quota)?;
-        transaction
-            .execute(
-                "INSERT OR REPLACE INTO kv (agent, session, key, value) VALUES (?1, ?2, ?3, ?4)",
-                params![bucket.agent, session(bucket), key, value],
-            )
-            .map_err(failed)?;
-        transaction.commit().map_err(failed)?;
-        Ok(value)
-    }
 }
 
 impl KeyValueStore for SqliteStore {
@@ -86,15 +59,27 @@ impl KeyValueStore for SqliteStore {
             .map_err(failed)
     }
 
-    fn set(
+    fn update(
         &self,
         bucket: &Bucket,
         key: &str,
-        value: &[u8],
         quota: &BucketQuota,
-    ) -> Result<(), KeyValueError> {
-        self.write(bucket, key, quota, |_| Ok(value.to_vec()))
-            .map(drop)
+        new: &NewValue<'_>,
+    ) -> Result<Vec<u8>, KeyValueError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction().map_err(failed)?;
+        let (usage, old) = usage(&transaction, bucket, key)?;
+        let value = new(old.as_deref())?;
+        let old_len = old.map(|v| v.len() as u64);
+        check_quota(usage, key, old_len, value.len() as u64, quota)?;
+        transaction
+            .execute(
+                "INSERT OR REPLACE INTO kv (agent, session, key, value) VALUES (?1, ?2, ?3, ?4)",
+                params![bucket.agent, session(bucket), key, value],
+            )
+            .map_err(failed)?;
+        transaction.commit().map_err(failed)?;
+        Ok(value)
     }
 
     fn delete(&self, bucket: &Bucket, key: &str) -> Result<(), KeyValueError> {
@@ -105,21 +90,6 @@ impl KeyValueStore for SqliteStore {
             )
             .map(drop)
             .map_err(failed)
-    }
-
-    fn increment(
-        &self,
-        bucket: &Bucket,
-        key: &str,
-        delta: u64,
-        quota: &BucketQuota,
-    ) -> Result<u64, KeyValueError> {
-        let mut number = 0;
-        self.write(bucket, key, quota, |old| {
-            number = counter_of(old)?.saturating_add(delta);
-            Ok(counter_value(number))
-        })?;
-        Ok(number)
     }
 
     fn keys(
