@@ -218,6 +218,29 @@ async fn storage_keeps_sessions_apart_and_holds_to_its_quota() {
         writes.iter().all(|w| !w.contains("alice's")),
         "values are never audited"
     );
+
+    // A hostile key as large as a frame is refused by the quota, and its
+    // audit entry stays small.
+    let huge = "k".repeat(100_000);
+    alice
+        .send(&format!("<remember key=\"{huge}\">x</remember>"))
+        .await
+        .unwrap();
+    assert!(recv_until(&mut alice, "<message")
+        .await
+        .contains("<memo-failed>"));
+    let last = server
+        .audit
+        .records()
+        .into_iter()
+        .rfind(|r| r.kind == AuditKind::Capability && r.tag == "kv-write")
+        .expect("the refused write is audited");
+    assert!(last.canonical.contains("error="), "{}", last.canonical);
+    assert!(
+        last.canonical.len() < 1_024,
+        "{} bytes",
+        last.canonical.len()
+    );
     server.stop().await;
 }
 

@@ -25,6 +25,21 @@ pub use keyvalue::{Bucket, KeyValueError, KeyValueStore, MemoryKeyValueStore};
 pub use outbound::{CallScope, OutboundClient, OutboundError};
 pub use secrets::{Secrets, SecretsError};
 
+/// The longest text an audit entry takes from a guest (a storage key, a
+/// URL path); the rest is cut, so that a hostile agent cannot make an audit
+/// entry as large as its memory.
+pub const MAX_AUDITED_TEXT: usize = 256;
+
+/// `text` cut to at most [`MAX_AUDITED_TEXT`] bytes, on a character
+/// boundary.
+pub fn clip(text: &str) -> &str {
+    let mut end = text.len().min(MAX_AUDITED_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// One use of a capability, for the audit log.
 #[derive(Debug, Clone, Copy)]
 pub struct Usage<'a> {

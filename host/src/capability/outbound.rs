@@ -317,7 +317,7 @@ impl RequestRecord {
         }
         attribute("host", &self.destination);
         attribute("method", &self.method);
-        attribute("path", &self.path);
+        attribute("path", super::clip(&self.path));
         attribute("received", &self.received.to_string());
         attribute("sent", &sent.to_string());
         if let Some(status) = self.status {
@@ -326,7 +326,7 @@ impl RequestRecord {
         xml.push_str("></http-request>");
         let client = &self.client;
         tracing::info!(target: "agent::http", agent = &*client.agent, thread = self.scope.thread(),
-            method = %self.method, host = %self.destination, path = %self.path,
+            method = %self.method, host = %self.destination, path = super::clip(&self.path),
             status = ?self.status, sent, received = self.received, duration_ms,
             error = self.outcome.as_deref().unwrap_or(""), "outbound request");
         client.audit.record(&Usage {

@@ -191,7 +191,7 @@ impl InstanceState {
         if let Some(error) = refused {
             attribute("error", &error.to_string());
         }
-        attribute("key", key);
+        attribute("key", crate::capability::clip(key));
         attribute("op", op);
         xml.push_str("></kv-write>");
         self.capabilities.audit.record(&Usage {
