@@ -95,6 +95,7 @@ pub struct AgentComponent {
     hash: ComponentHash,
     origin: ComponentOrigin,
     imports: Vec<String>,
+    can_emit: bool,
     pub(crate) pre: AgentWorldPre<InstanceState>,
 }
 
@@ -117,9 +118,7 @@ impl AgentComponent {
     /// Whether the component imports `host.emit`'s interface version
     /// (0.2.0 or later), and so may emit during a call.
     pub fn can_emit(&self) -> bool {
-        self.imports.iter().any(|name| {
-            name.starts_with("agentserver:agent/host@") && name != "agentserver:agent/host@0.1.0"
-        })
+        self.can_emit
     }
 }
 
@@ -192,11 +191,15 @@ impl ComponentStore {
             .map_err(|e| LoadError::WorldMismatch(describe(&e)))?;
         let pre =
             AgentWorldPre::new(instance_pre).map_err(|e| LoadError::WorldMismatch(describe(&e)))?;
-        let imports = component
+        let imports: Vec<String> = component
             .component_type()
             .imports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
+        // Decided once here: the bus asks on every delivery.
+        let can_emit = imports.iter().any(|name| {
+            name.starts_with("agentserver:agent/host@") && name != "agentserver:agent/host@0.1.0"
+        });
         if origin == ComponentOrigin::Compiled {
             self.store_cached(&hash, &component);
         }
@@ -204,6 +207,7 @@ impl ComponentStore {
             hash,
             origin,
             imports,
+            can_emit,
             pre,
         });
         self.lock().insert(hash, Arc::clone(&loaded));
