@@ -1,22 +1,32 @@
 # AgentServer — build, run, test and benchmark.
 #
-#   make run     build everything and start the demo with the example agents
+#   make run     build the host and the Rust agents and serve them; the Python,
+#                JavaScript and C agents join while it runs
 #   make test    build everything and run every check and test
 #   make bench   run the benchmarks (figures go in docs/benchmarks.md)
 #   make agents  build the example agents (Rust, Python, JavaScript, C) into target/agents
+#   make rust-agents  build only the Rust example agents
 #   make agent-tools  install the pinned toolchains of the Python, JavaScript and C agents
 #   make fuzz    fuzz the XML core (nightly toolchain and cargo-fuzz)
 
 CARGO        ?= cargo
 WASM_TARGET  := wasm32-wasip2
 AGENTS       := echo calculator counter delegator hostile fetch memo legacy
-RUST_OUT     := target/$(WASM_TARGET)/release
+## Cargo's target folder, shared when CARGO_TARGET_DIR says so.
+TARGET_DIR   := $(or $(CARGO_TARGET_DIR),target)
+RUST_OUT     := $(TARGET_DIR)/$(WASM_TARGET)/release
 ## The one folder every example agent is built into, whatever its language.
 AGENTS_DIR   := target/agents
+## Where `make run` serves, and its mock model server (the llm agent's
+## default endpoint is port 18080). AGENT_TOOLS=no: `make run` installs no
+## toolchain, and serves only the languages whose toolchains are present.
+LISTEN        ?= 127.0.0.1:8765
+MOCK_LLM_PORT ?= 18080
+AGENT_TOOLS   ?= yes
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all run test bench agents agent-tools agent-tests build toolchain pydeps sysdeps lint fmt fuzz clean
+.PHONY: all run test bench agents rust-agents agent-tools agent-tests build toolchain pydeps sysdeps lint fmt fuzz clean
 
 all: build agent-tools agents
 
@@ -33,12 +43,16 @@ agent-tools: toolchain
 	@bash example-agents/javascript/install-tools.sh
 	@bash example-agents/c/install-tools.sh
 
-## Builds every example agent from source into $(AGENTS_DIR), without
-## touching a registry; a missing tool stops it with the command to run.
-agents: toolchain
+## The Rust example agents, into $(AGENTS_DIR): all `make run` needs to
+## answer.
+rust-agents: toolchain
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(AGENTS))
 	@mkdir -p $(AGENTS_DIR)
 	@for agent in $(AGENTS); do cp -p $(RUST_OUT)/$$agent.wasm $(AGENTS_DIR)/ || { echo "missing $(RUST_OUT)/$$agent.wasm" >&2; exit 1; }; done
+
+## Builds every example agent from source into $(AGENTS_DIR), without
+## touching a registry; a missing tool stops it with the command to run.
+agents: rust-agents
 	bash example-agents/python/build.sh $(AGENTS_DIR)
 	node example-agents/javascript/build.mjs $(AGENTS_DIR)
 	bash example-agents/c/build.sh $(AGENTS_DIR)
@@ -69,22 +83,30 @@ build:
 
 DEMO_TAGS := echo,calculate,count,square-sum,stats,stats-total,sort,checksum,ask,remember,recall,tally
 
-## Builds everything, makes the demo user once, and serves the example
-## agents on 127.0.0.1:8765 (the dev TLS certificate is made on first start).
-run: build agent-tools agents
+## Builds the host and the Rust agents, makes the demo user, the organism's
+## key pair and the user `owner` (who carries the signed registrations of
+## the other languages' agents) once, and serves on $(LISTEN) (the dev TLS
+## certificate is made on first start). In the background, meanwhile,
+## example-agents/join.sh installs the Python, JavaScript and C toolchains
+## when missing, builds those agents and registers them by signed command.
+run: build rust-agents
 	@mkdir -p run
 	@test -f run/users.toml || $(CARGO) run -q -p agentserver -- user add demo --allow $(DEMO_TAGS) --users run/users.toml --qr-png run/demo-qr.png
+	@test -f run/owner.totp || $(CARGO) run -q -p agentserver -- user add owner --allow echo --users run/users.toml --secret-out run/owner.totp >/dev/null
 	@test -f run/identity.pub || $(CARGO) run -q -p agentserver -- identity generate --out run
 	@echo
-	@echo "Console:  https://127.0.0.1:8765/  (accept the development certificate)"
+	@echo "Console:  https://$(LISTEN)/  (accept the development certificate)"
 	@echo "User:     demo; current code: $(CARGO) run -q -p agentserver -- user code demo --users run/users.toml"
 	@echo "Identity: run/identity.key signs privileged commands (keep it offline in production)"
-	@echo "Client:   $(CARGO) run -q -p agentserver -- connect wss://127.0.0.1:8765/ --user demo --ca run/data/tls/cert.pem"
-	@echo "Model:    a mock OpenAI-compatible server on http://127.0.0.1:18080 answers <ask> (docs/agents/llm.md)"
+	@echo "Client:   $(CARGO) run -q -p agentserver -- connect wss://$(LISTEN)/ --user demo --ca run/data/tls/cert.pem"
+	@echo "Model:    a mock OpenAI-compatible server on http://127.0.0.1:$(MOCK_LLM_PORT) answers <ask> (docs/agents/llm.md)"
+	@echo "Serving the Rust agents now; the Python, JavaScript and C agents join as they are built (lines starting agents:)."
 	@echo
-	@python3 example-agents/mock-llm/server.py --port 18080 2>run/mock-llm.log & mock=$$!; \
-	trap 'kill $$mock 2>/dev/null' EXIT INT TERM; \
-	$(CARGO) run -q -p agentserver -- run --config example-agents/organism.toml
+	@python3 example-agents/mock-llm/server.py --port $(MOCK_LLM_PORT) 2>run/mock-llm.log & mock=$$!; \
+	AGENT_TOOLS=$(AGENT_TOOLS) AGENTSERVER=$(TARGET_DIR)/debug/agentserver \
+		setsid bash example-agents/join.sh wss://$(LISTEN)/ run & join=$$!; \
+	trap 'kill $$mock 2>/dev/null; kill -- -$$join 2>/dev/null' EXIT INT TERM; \
+	$(CARGO) run -q -p agentserver -- run --config example-agents/organism.toml --listen $(LISTEN)
 
 lint:
 	$(CARGO) fmt --all -- --check

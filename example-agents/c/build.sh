@@ -50,7 +50,7 @@ check_tool() {
     missing "$1 $2 is needed, found \"$("$1" --version 2>&1 | head -n1 || true)\""
 }
 check_tool wit-bindgen "$WIT_BINDGEN_VERSION"
-check_tool wasm-tools "$WASM_TOOLS_VERSION"
+check_tool "$WASM_TOOLS" "$WASM_TOOLS_VERSION"
 
 build=target/c-agents
 bindings=$build/bindings
@@ -81,9 +81,9 @@ for dir in example-agents/c/*/; do
         -Wall -Wextra -Werror -I"$bindings" -I"$dir" \
         "${sources[@]}" "$bindings/agent.c" "$bindings/agent_component_type.o" \
         -Wl,--strip-debug -o "$work/core.wasm"
-    wasm-tools component new "$work/core.wasm" \
+    "$WASM_TOOLS" component new "$work/core.wasm" \
         --adapt "wasi_snapshot_preview1=$adapter" -o "$work/$name.wasm"
-    wasm-tools validate "$work/$name.wasm"
+    "$WASM_TOOLS" validate "$work/$name.wasm"
     # Copied then renamed, so nobody reads half a component.
     cp "$work/$name.wasm" "$out/.$name.wasm.partial"
     mv -f "$out/.$name.wasm.partial" "$out/$name.wasm"

@@ -1,8 +1,9 @@
-//! `agentserver apply FILE --url wss://… --user NAME`: carries a signed
-//! privileged command to a running server and prints its
-//! `<privileged-result>`; the exit code is 0 only when it was applied.
-//! With `--config organism.toml` instead, it applies the command to a
-//! stopped server's persistent state (SQLite storage).
+//! `agentserver apply FILE… --url wss://… --user NAME`: carries signed
+//! privileged commands to a running server, in order over one login, and
+//! prints each `<privileged-result>`; the exit code is 0 only when every
+//! one was applied (the rest are still tried after a refusal). With
+//! `--config organism.toml` instead, it applies them to a stopped server's
+//! persistent state (SQLite storage).
 
 use super::login::LoginArgs;
 use crate::client::{Client, Received};
@@ -19,8 +20,9 @@ const VERDICT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Arguments of `agentserver apply`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// The signed command, or `-` for standard input.
-    file: PathBuf,
+    /// The signed commands, applied in order (`-` for standard input).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
     /// The running server, `wss://host:port/`.
     #[arg(long, required_unless_present = "config", conflicts_with = "config")]
     url: Option<String>,
@@ -31,23 +33,44 @@ pub struct ApplyArgs {
     login: LoginArgs,
 }
 
-/// Sends the command and prints the verdict.
+/// Sends the commands and prints the verdicts.
 pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
-    let command = super::read_input(&args.file)?;
-    let command = String::from_utf8(command).context("the command is not UTF-8 text")?;
-    if let Some(path) = &args.config {
-        let config = Config::load(path)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        let verdict = runtime.block_on(crate::server::apply_offline(config, command.as_bytes()))?;
-        return report(&verdict.to_xml());
-    }
-    let Some(url) = &args.url else {
-        bail!("give --url (or --config for a stopped server)");
+    let commands = args
+        .files
+        .iter()
+        .map(|file| {
+            let command = super::read_input(file)?;
+            String::from_utf8(command)
+                .with_context(|| format!("{}: the command is not UTF-8 text", file.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let verdicts = match (&args.config, &args.url) {
+        (Some(path), _) => {
+            let config = Config::load(path)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let mut verdicts = Vec::with_capacity(commands.len());
+            for command in &commands {
+                let verdict = runtime
+                    .block_on(crate::server::apply_offline(config.clone(), command.as_bytes()))?;
+                verdicts.push(verdict.to_xml());
+            }
+            verdicts
+        }
+        (None, Some(url)) => apply_online(url, &args.login, &commands)?,
+        (None, None) => bail!("give --url (or --config for a stopped server)"),
     };
-    let login = &args.login;
+    let refused = verdicts.iter().filter(|verdict| !report(verdict)).count();
+    if refused > 0 {
+        bail!("{refused} of {} commands refused", verdicts.len());
+    }
+    Ok(())
+}
+
+/// Logs in once and carries each command in turn, waiting for its verdict.
+fn apply_online(url: &str, login: &LoginArgs, commands: &[String]) -> anyhow::Result<Vec<String>> {
     let user = login.user()?;
     let trust = login.trust()?;
     let code = login.code()?;
@@ -55,36 +78,40 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let verdict = runtime.block_on(async {
+    runtime.block_on(async {
         let mut client = Client::connect(url, &trust).await?;
         client.login(user, &code).await?;
-        client.send(command.trim()).await?;
-        let verdict = tokio::time::timeout(VERDICT_TIMEOUT, async {
-            loop {
-                match client.receive().await? {
-                    Received::Text(frame) if frame.starts_with("<privileged-result") => {
-                        return anyhow::Ok(frame);
-                    }
-                    Received::Text(_) => {}
-                    Received::Closed(code, reason) => {
-                        bail!("closed by the server: {code} {reason}")
-                    }
-                }
-            }
-        })
-        .await
-        .context("no answer from the server within two minutes")??;
+        let mut verdicts = Vec::with_capacity(commands.len());
+        for command in commands {
+            client.send(command.trim()).await?;
+            verdicts.push(verdict(&mut client).await?);
+        }
         let _ = client.send("<end-session/>").await;
-        anyhow::Ok(verdict)
-    })?;
-    report(&verdict)
+        Ok(verdicts)
+    })
 }
 
-/// Prints the verdict; an error unless it says applied.
-fn report(verdict: &str) -> anyhow::Result<()> {
+/// The next `<privileged-result>` on the connection.
+async fn verdict(client: &mut Client) -> anyhow::Result<String> {
+    tokio::time::timeout(VERDICT_TIMEOUT, async {
+        loop {
+            match client.receive().await? {
+                Received::Text(frame) if frame.starts_with("<privileged-result") => {
+                    return anyhow::Ok(frame);
+                }
+                Received::Text(_) => {}
+                Received::Closed(code, reason) => {
+                    bail!("closed by the server: {code} {reason}")
+                }
+            }
+        }
+    })
+    .await
+    .context("no answer from the server within two minutes")?
+}
+
+/// Prints the verdict; whether it says applied.
+fn report(verdict: &str) -> bool {
     println!("{verdict}");
-    if !verdict.contains("status=\"applied\"") {
-        bail!("the command was refused");
-    }
-    Ok(())
+    verdict.contains("status=\"applied\"")
 }

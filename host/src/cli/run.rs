@@ -1,4 +1,5 @@
-//! `agentserver run --config organism.toml`: serve until Ctrl-C or SIGTERM.
+//! `agentserver run --config organism.toml [--listen ADDR]`: serve until
+//! Ctrl-C or SIGTERM.
 
 use crate::server::{self, Config};
 use anyhow::Context as _;
@@ -11,11 +12,18 @@ pub struct RunArgs {
     /// The organism's configuration.
     #[arg(long, default_value = "organism.toml")]
     config: PathBuf,
+    /// Listen on this address instead of the configuration's `listen`
+    /// (`127.0.0.1:0` picks a free port, printed when listening).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
 }
 
 /// Starts the server.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.config)?;
+    let mut config = Config::load(&args.config)?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -32,6 +32,10 @@ enum UserCommand {
         /// Also write the QR code as a PNG image.
         #[arg(long)]
         qr_png: Option<PathBuf>,
+        /// Also write the base32 secret to this file (mode 0600), for a
+        /// script's `--totp-secret-file`.
+        #[arg(long)]
+        secret_out: Option<PathBuf>,
     },
     /// Print a user's current TOTP code (for development and scripts).
     Code {
@@ -65,8 +69,12 @@ pub fn run(args: &UserArgs) -> anyhow::Result<()> {
             allow,
             users,
             qr_png,
+            secret_out,
         } => {
             let secret = add_user(users, name, allow)?;
+            if let Some(path) = secret_out {
+                write_secret(path, &crate::auth::encode_base32(&secret))?;
+            }
             let uri = otpauth_uri(name, &secret);
             println!("{uri}");
             let code = QrCode::new(uri.as_bytes()).context("cannot make a QR code")?;
@@ -102,6 +110,19 @@ pub fn run(args: &UserArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Writes a TOTP secret where only its owner can read it.
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(file, "{secret}").with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Writes `code` as a black-on-white PNG, 8 pixels a module, with a quiet zone.
