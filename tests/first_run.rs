@@ -35,7 +35,13 @@ fn repository() -> PathBuf {
 /// `to`: what a clone of the working tree would hold.
 fn copy_working_tree(from: &Path, to: &Path) {
     let listing = Command::new("git")
-        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
         .current_dir(from)
         .output()
         .expect("git ls-files");
@@ -97,8 +103,12 @@ struct MakeRun {
 }
 
 impl MakeRun {
-    /// Waits for a line containing `text`, keeping every line seen.
+    /// The first line containing `text`, among those already seen or, up to
+    /// `within`, the next ones.
     fn wait_for(&mut self, text: &str, within: Duration) -> String {
+        if let Some(line) = self.seen.iter().find(|line| line.contains(text)) {
+            return line.clone();
+        }
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -140,6 +150,7 @@ fn start_make_run(copy: &Path, path: &str, target_dir: &Path, listen: &str) -> M
         .env("PATH", path)
         .env("CARGO_TARGET_DIR", target_dir)
         .env_remove("AGENTSERVER_AGENTS_DIR")
+        .env_remove("CARGO") // set by `cargo test`; a user's shell has none
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -167,9 +178,9 @@ fn start_make_run(copy: &Path, path: &str, target_dir: &Path, listen: &str) -> M
     }
 }
 
-/// Logs in as `demo` with the code from the copy's users file and returns
-/// the answer to `payload`.
-async fn ask(copy: &Path, listen: &str, payload: &str) -> String {
+/// Logs in as `demo` with the code from the copy's users file (once: a
+/// code is good for one login per time step).
+async fn login_as_demo(copy: &Path, listen: &str) -> Client {
     let run = copy.join("run");
     let pem = std::fs::read(run.join("data/tls/cert.pem")).expect("the dev certificate");
     let certs = CertificateDer::pem_slice_iter(&pem)
@@ -185,15 +196,22 @@ async fn ask(copy: &Path, listen: &str, payload: &str) -> String {
         .await
         .expect("login");
     assert!(catalog.starts_with("<catalog"), "{catalog}");
+    client
+}
+
+/// Sends `payload` and returns the next frame that is not a catalog.
+async fn ask(client: &mut Client, payload: &str) -> String {
     client.send(payload).await.expect("send");
-    let answer = tokio::time::timeout(Duration::from_secs(30), client.receive())
-        .await
-        .expect("an answer in time")
-        .expect("receive");
-    let _ = client.send("<end-session/>").await;
-    match answer {
-        Received::Text(text) => text,
-        Received::Closed(code, reason) => panic!("closed: {code} {reason}"),
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), client.receive())
+            .await
+            .expect("an answer in time")
+            .expect("receive");
+        match frame {
+            Received::Text(text) if text.starts_with("<catalog") => continue,
+            Received::Text(text) => return text,
+            Received::Closed(code, reason) => panic!("closed: {code} {reason}"),
+        }
     }
 }
 
@@ -212,9 +230,10 @@ async fn make_run_in_a_clean_copy_serves_the_rust_agents_and_names_missing_toolc
     run.wait_for(&format!("listening on wss://{listen}/"), BUILD_WAIT);
 
     // The Rust agents answer, over TLS, as soon as the server listens.
-    let echo = ask(&copy, &listen, "<echo>first minutes</echo>").await;
-    assert!(echo.contains("<echo>first minutes</echo>"), "{echo}");
-    let sum = ask(&copy, &listen, "<calculate>2 + 3 * 4</calculate>").await;
+    let mut client = login_as_demo(&copy, &listen).await;
+    let echo = ask(&mut client, "<echo>first minutes</echo>").await;
+    assert!(echo.contains("<echoed>first minutes</echoed>"), "{echo}");
+    let sum = ask(&mut client, "<calculate>2 + 3 * 4</calculate>").await;
     assert!(sum.contains("<result>14</result>"), "{sum}");
 
     // Each missing toolchain is named with what installs it, and the
@@ -229,6 +248,7 @@ async fn make_run_in_a_clean_copy_serves_the_rust_agents_and_names_missing_toolc
         assert!(line.contains("make agent-tools"), "{line}");
     }
     run.wait_for("agents: done", JOIN_WAIT);
-    let echo = ask(&copy, &listen, "<echo>still here</echo>").await;
-    assert!(echo.contains("<echo>still here</echo>"), "{echo}");
+    let echo = ask(&mut client, "<echo>still here</echo>").await;
+    assert!(echo.contains("<echoed>still here</echoed>"), "{echo}");
+    let _ = client.send("<end-session/>").await;
 }

@@ -53,8 +53,10 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             let mut verdicts = Vec::with_capacity(commands.len());
             for command in &commands {
-                let verdict = runtime
-                    .block_on(crate::server::apply_offline(config.clone(), command.as_bytes()))?;
+                let verdict = runtime.block_on(crate::server::apply_offline(
+                    config.clone(),
+                    command.as_bytes(),
+                ))?;
                 verdicts.push(verdict.to_xml());
             }
             verdicts
