@@ -9,7 +9,7 @@
 //! `make test` builds the host a second time; later ones only what changed.
 
 use agentserver::auth::{totp_code, Users};
-use agentserver::client::{Client, Received, Trust};
+use agentserver::client::{Client, Trust};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
 use std::io::{BufRead as _, BufReader};
@@ -199,20 +199,11 @@ async fn login_as_demo(copy: &Path, listen: &str) -> Client {
     client
 }
 
-/// Sends `payload` and returns the next frame that is not a catalog.
+/// Sends `payload` and returns the answer's envelope (pushed catalogs are
+/// skipped: they arrive whenever agents come and go).
 async fn ask(client: &mut Client, payload: &str) -> String {
     client.send(payload).await.expect("send");
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(30), client.receive())
-            .await
-            .expect("an answer in time")
-            .expect("receive");
-        match frame {
-            Received::Text(text) if text.starts_with("<catalog") => continue,
-            Received::Text(text) => return text,
-            Received::Closed(code, reason) => panic!("closed: {code} {reason}"),
-        }
-    }
+    agentserver_tests::recv_until(client, "<message").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
