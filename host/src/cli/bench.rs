@@ -1,18 +1,22 @@
 //! `agentserver bench`: the load generator.
 //!
-//! It starts a real server (this binary, `run`, as a child process) with the
-//! `echo` agent and as many users as it needs, then:
+//! It starts two child processes of this binary on loopback: the real
+//! server (`run`) with the `echo` agent and as many users as it needs, and
+//! a bare echo server (`bench-echo`: tokio-tungstenite over rustls, same
+//! certificate kind, same runtime, nothing else). Then it:
 //!
-//! 1. drives `--connections` authenticated connections, each sending
-//!    `--messages` echo messages one after another, and reports round-trip
-//!    p50/p99 and messages per second;
-//! 2. does the same against a bare echo server (tokio-tungstenite over
-//!    rustls, same certificate, same machine, in this process), as the
-//!    baseline;
-//! 3. opens `--idle` authenticated connections and leaves them idle, and
+//! 1. logs `--connections` connections in to each, warms both up, and
+//!    alternates runs — agentserver, bare, agentserver, bare… `--rounds`
+//!    times — in which every connection sends `--messages` messages one
+//!    after another (closed loop); it reports each run's round-trip p50,
+//!    p99 and messages per second, and the median of the runs' ratios,
+//!    since single runs on a shared machine swing;
+//! 2. opens `--idle` authenticated connections and leaves them idle, and
 //!    reports the server's resident memory and what each connection costs.
 //!
-//! Everything runs on loopback and stops by itself.
+//! Both servers are separate processes, so each round trip crosses the
+//! same process boundaries whichever server answers it. Everything stops by
+//! itself.
 
 use crate::auth::{encode_base32, totp_code, SECRET_BYTES};
 use crate::client::{Client, Received, Trust};
@@ -34,15 +38,22 @@ pub struct BenchArgs {
     /// Connections driving messages at once.
     #[arg(long, default_value_t = 32)]
     connections: usize,
-    /// Messages each connection sends.
+    /// Messages each connection sends in each run.
     #[arg(long, default_value_t = 2_000)]
     messages: usize,
+    /// Runs against each server, alternating (the ratio reported is the
+    /// median of the runs').
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Idle authenticated connections to hold for the memory figure (0: skip).
     #[arg(long, default_value_t = 10_000)]
     idle: usize,
     /// The payload each message carries (an `<echo>` element).
     #[arg(long, default_value = "<echo>hello, agent</echo>")]
     payload: String,
+    /// Instead of `--payload`, an `<echo>` of exactly this many bytes.
+    #[arg(long)]
+    payload_bytes: Option<usize>,
     /// The server's storage backend: memory, sqlite, or redis (with
     /// `--redis-url`). The audit log is on with each.
     #[arg(long, default_value = "memory", value_parser = ["memory", "sqlite", "redis"])]
@@ -52,11 +63,35 @@ pub struct BenchArgs {
     redis_url: String,
 }
 
+/// Arguments of `agentserver bench-echo` (started by `bench`).
+#[derive(Debug, Args)]
+pub struct BareEchoArgs {
+    /// A folder for the development certificate.
+    #[arg(long)]
+    dir: PathBuf,
+}
+
 /// Round-trip figures of one run.
 struct Figures {
     p50_us: f64,
     p99_us: f64,
     per_second: f64,
+}
+
+/// The message every connection sends.
+fn payload(args: &BenchArgs) -> anyhow::Result<String> {
+    let Some(size) = args.payload_bytes else {
+        return Ok(args.payload.clone());
+    };
+    let (open, close) = ("<echo>", "</echo>");
+    let Some(text) = size.checked_sub(open.len() + close.len()) else {
+        bail!(
+            "--payload-bytes must be at least {}",
+            open.len() + close.len()
+        );
+    };
+    let filler: String = "hello, agent ".chars().cycle().take(text).collect();
+    Ok(format!("{open}{filler}{close}"))
 }
 
 /// Runs the benchmark and prints a Markdown table.
@@ -68,6 +103,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             echo.display()
         );
     }
+    let payload = payload(args)?;
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
     let users = args.connections + args.idle;
     let secrets = write_users(&dir.path().join("users.toml"), users)?;
@@ -84,47 +120,109 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         std::fs::canonicalize(&echo)?.display().to_string()
     );
     std::fs::write(dir.path().join("organism.toml"), config)?;
-    let mut server = ChildServer::start(&dir.path().join("organism.toml"))?;
+    let config_path = dir.path().join("organism.toml");
+    let mut server = ChildServer::start(&["run", "--config", path_arg(&config_path)?])?;
+    let bare_dir = dir.path().join("bare");
+    let mut bare = ChildServer::start(&["bench-echo", "--dir", path_arg(&bare_dir)?])?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
-        let trust = Trust::Fingerprint(server.fingerprint.clone());
-        let ours = drive(&server.url, &trust, &secrets[..args.connections], args).await?;
-        let bare = bare_echo(dir.path(), args).await?;
+        let ours = login_all(&server, &secrets[..args.connections]).await?;
+        let theirs = connect_all(&bare, args.connections).await?;
+        let runs = alternate(ours, theirs, &payload, args).await?;
         let idle = if args.idle > 0 {
-            Some(idle(&server, &trust, &secrets[args.connections..]).await?)
+            Some(idle(&server, &secrets[args.connections..]).await?)
         } else {
             None
         };
-        anyhow::Ok((ours, bare, idle))
+        anyhow::Ok((runs, idle))
     });
     server.stop();
-    let (ours, bare, idle) = result?;
+    bare.stop();
+    let (runs, idle) = result?;
+    print!("{}", report(args, payload.len(), &runs, idle));
+    Ok(())
+}
+
+/// Serves the bare echo until killed: the baseline `bench` compares with.
+pub fn serve_bare_echo(args: &BareEchoArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(bare_echo(&args.dir))
+}
+
+fn path_arg(path: &Path) -> anyhow::Result<&str> {
+    path.to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+/// One agentserver run and the bare run after it.
+struct Round {
+    ours: Figures,
+    bare: Figures,
+}
+
+/// Warms both servers up, then alternates runs `args.rounds` times.
+async fn alternate(
+    mut ours: Vec<Client>,
+    mut theirs: Vec<Client>,
+    payload: &str,
+    args: &BenchArgs,
+) -> anyhow::Result<Vec<Round>> {
+    let warm_up = (args.messages / 10).max(10);
+    (ours, _) = round_trips(ours, payload, warm_up).await?;
+    (theirs, _) = round_trips(theirs, payload, warm_up).await?;
+    let mut rounds = Vec::new();
+    for _ in 0..args.rounds {
+        let (back, ours_figures) = round_trips(ours, payload, args.messages).await?;
+        ours = back;
+        let (back, bare_figures) = round_trips(theirs, payload, args.messages).await?;
+        theirs = back;
+        rounds.push(Round {
+            ours: ours_figures,
+            bare: bare_figures,
+        });
+    }
+    Ok(rounds)
+}
+
+/// The Markdown report: every run, then the median ratios.
+fn report(
+    args: &BenchArgs,
+    payload_len: usize,
+    runs: &[Round],
+    idle: Option<(usize, u64, u64)>,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "storage {} (audit log on); {} connections x {} messages, payload {} bytes\n\n| server | p50 µs | p99 µs | messages/s |\n|---|---|---|---|",
-        args.storage,
-        args.connections,
-        args.messages,
-        args.payload.len()
+        "storage {} (audit log on); {} connections x {} messages, payload {payload_len} bytes, {} alternating runs\n\n| run | agentserver p50 µs | p99 µs | messages/s | bare echo p50 µs | p99 µs | messages/s | p50 ratio | throughput ratio |\n|---|---|---|---|---|---|---|---|---|",
+        args.storage, args.connections, args.messages, runs.len()
     );
-    for (name, figures) in [
-        ("agentserver (echo agent)", &ours),
-        ("bare tokio-tungstenite + rustls echo", &bare),
-    ] {
+    for (n, Round { ours, bare }) in runs.iter().enumerate() {
         let _ = writeln!(
             out,
-            "| {name} | {:.1} | {:.1} | {:.0} |",
-            figures.p50_us, figures.p99_us, figures.per_second
+            "| {} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} |",
+            n + 1,
+            ours.p50_us,
+            ours.p99_us,
+            ours.per_second,
+            bare.p50_us,
+            bare.p99_us,
+            bare.per_second,
+            ours.p50_us / bare.p50_us,
+            ours.per_second / bare.per_second,
         );
     }
+    let p50 = median(runs.iter().map(|r| r.ours.p50_us / r.bare.p50_us));
+    let throughput = median(runs.iter().map(|r| r.ours.per_second / r.bare.per_second));
     let _ = writeln!(
         out,
-        "\nround trip p50 ratio (agentserver / bare): {:.2}",
-        ours.p50_us / bare.p50_us
+        "\nmedian p50 ratio (agentserver / bare): {p50:.2}\nmedian throughput ratio (agentserver / bare): {throughput:.2}"
     );
     if let Some((connections, before, after)) = idle {
         let _ = writeln!(
@@ -135,8 +233,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             (after.saturating_sub(before)) as f64 / connections as f64
         );
     }
-    print!("{out}");
-    Ok(())
+    out
+}
+
+/// The median of some ratios (the mean of the middle two for an even count).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 /// Writes `count` users (`bench0`…) with random secrets; returns (name, secret).
@@ -166,30 +274,34 @@ struct ChildServer {
 }
 
 impl ChildServer {
-    fn start(config: &Path) -> anyhow::Result<ChildServer> {
+    /// Starts this binary with `args`; it must print its URL and its
+    /// certificate's fingerprint first, as `run` does.
+    fn start(args: &[&str]) -> anyhow::Result<ChildServer> {
         let mut child = Command::new(std::env::current_exe()?)
-            .arg("run")
-            .arg("--config")
-            .arg(config)
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
-            .context("cannot start the server")?;
+            .with_context(|| format!("cannot start `{}`", args.join(" ")))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let url = lines
             .next()
-            .context("the server said nothing")??
+            .with_context(|| format!("`{}` said nothing", args.join(" ")))??
             .replace("listening on ", "");
         let fingerprint = lines
             .next()
-            .context("the server did not give its fingerprint")??
+            .with_context(|| format!("`{}` did not give its fingerprint", args.join(" ")))??
             .replace("tls certificate sha256 ", "");
         Ok(ChildServer {
             child,
             url,
             fingerprint,
         })
+    }
+
+    fn trust(&self) -> Trust {
+        Trust::Fingerprint(self.fingerprint.clone())
     }
 
     fn rss_kib(&self) -> u64 {
@@ -211,32 +323,45 @@ impl ChildServer {
     }
 }
 
-/// Runs the closed-loop load on `url`; each connection logs in as its own user.
-async fn drive(
-    url: &str,
-    trust: &Trust,
+/// Logs one connection in to `server` per user.
+async fn login_all(
+    server: &ChildServer,
     users: &[(String, Vec<u8>)],
-    args: &BenchArgs,
-) -> anyhow::Result<Figures> {
+) -> anyhow::Result<Vec<Client>> {
+    let trust = server.trust();
     let mut clients = Vec::new();
     for (name, secret) in users {
-        let mut client = Client::connect(url, trust).await?;
+        let mut client = Client::connect(&server.url, &trust).await?;
         client
             .login(name, &totp_code(secret, SystemTime::now()))
             .await?;
         clients.push(client);
     }
-    round_trips(clients, args).await
+    Ok(clients)
+}
+
+/// Opens `count` connections to the bare echo server.
+async fn connect_all(server: &ChildServer, count: usize) -> anyhow::Result<Vec<Client>> {
+    let trust = server.trust();
+    let mut clients = Vec::new();
+    for _ in 0..count {
+        clients.push(Client::connect(&server.url, &trust).await?);
+    }
+    Ok(clients)
 }
 
 /// Drives every client closed-loop (send, wait for the answer, repeat)
-/// `args.messages` times at once, and sums up the round trips.
-async fn round_trips(clients: Vec<Client>, args: &BenchArgs) -> anyhow::Result<Figures> {
+/// `messages` times at once, sums up the round trips, and gives the clients
+/// back.
+async fn round_trips(
+    clients: Vec<Client>,
+    payload: &str,
+    messages: usize,
+) -> anyhow::Result<(Vec<Client>, Figures)> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for mut client in clients {
-        let payload = args.payload.clone();
-        let messages = args.messages;
+        let payload = payload.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::with_capacity(messages);
             for _ in 0..messages {
@@ -247,70 +372,64 @@ async fn round_trips(clients: Vec<Client>, args: &BenchArgs) -> anyhow::Result<F
                     Received::Closed(code, reason) => bail!("closed: {code} {reason}"),
                 }
             }
-            anyhow::Ok(samples)
+            anyhow::Ok((client, samples))
         }));
     }
+    let mut clients = Vec::new();
     let mut samples = Vec::new();
     for task in tasks {
-        samples.extend(task.await??);
+        let (client, own) = task.await??;
+        clients.push(client);
+        samples.extend(own);
     }
     let elapsed = started.elapsed();
     samples.sort();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
-    Ok(Figures {
+    let figures = Figures {
         p50_us: at(0.5),
         p99_us: at(0.99),
         per_second: samples.len() as f64 / elapsed.as_secs_f64(),
-    })
+    };
+    Ok((clients, figures))
 }
 
-/// The baseline: a bare echo server, same TLS, same load.
-async fn bare_echo(dir: &Path, args: &BenchArgs) -> anyhow::Result<Figures> {
-    let (identity, _) = crate::server::tls::Identity::development(&dir.join("bare-tls"))?;
+/// The baseline: a bare echo server with a development certificate made in
+/// `dir`; prints its URL and fingerprint as `run` does, then echoes every
+/// text frame on every connection until the process is killed.
+async fn bare_echo(dir: &Path) -> anyhow::Result<()> {
+    let (identity, _) = crate::server::tls::Identity::development(dir)?;
     let fingerprint = identity.fingerprint();
     let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config()?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let server = tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                break;
+    println!("listening on wss://{}/", listener.local_addr()?);
+    println!("tls certificate sha256 {fingerprint}");
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
             };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
-                    return;
-                };
-                while let Some(Ok(message)) = ws.next().await {
-                    if message.is_text() && ws.send(message).await.is_err() {
-                        break;
-                    }
+            let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+                return;
+            };
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_text() && ws.send(message).await.is_err() {
+                    break;
                 }
-            });
-        }
-    });
-    let url = format!("wss://{address}/");
-    let trust = Trust::Fingerprint(fingerprint);
-    let mut clients = Vec::new();
-    for _ in 0..args.connections {
-        clients.push(Client::connect(&url, &trust).await?);
+            }
+        });
     }
-    let figures = round_trips(clients, args).await;
-    server.abort();
-    figures
 }
 
 /// Opens one idle authenticated connection per user; returns (count, RSS
 /// before, RSS after) of the server, in KiB.
 async fn idle(
     server: &ChildServer,
-    trust: &Trust,
     users: &[(String, Vec<u8>)],
 ) -> anyhow::Result<(usize, u64, u64)> {
+    let trust = server.trust();
     let before = server.rss_kib();
     let mut held = Vec::with_capacity(users.len());
     for chunk in users.chunks(256) {

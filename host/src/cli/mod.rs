@@ -36,6 +36,9 @@ enum Command {
     Run(run::RunArgs),
     /// Load-test a server with the echo agent, against a bare echo server.
     Bench(bench::BenchArgs),
+    /// The bare echo server `bench` compares with (started by `bench`).
+    #[command(hide = true)]
+    BenchEcho(bench::BareEchoArgs),
     /// Connect to a server as a user: an interactive client.
     Connect(connect::ConnectArgs),
     /// Manage users (`users.toml`).
@@ -72,6 +75,7 @@ impl Cli {
             Command::Audit(args) => audit::run(&args),
             Command::Connect(args) => connect::run(&args),
             Command::Bench(args) => bench::run(&args),
+            Command::BenchEcho(args) => bench::serve_bare_echo(&args),
             Command::Hash(args) => hash::run(&args),
             Command::C14n(args) => c14n::run(&args),
         }
