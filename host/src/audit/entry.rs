@@ -39,6 +39,17 @@ pub fn decode_hash(hash: &str) -> Result<[u8; 32], crate::privileged::StoreError
         })
 }
 
+/// A hash as stored: 64 lowercase hex digits.
+pub fn encode_hash(hash: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for byte in hash {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    out
+}
+
 /// The name an audit kind has in the log.
 pub fn kind_name(kind: AuditKind) -> &'static str {
     match kind {
@@ -53,28 +64,46 @@ pub fn kind_name(kind: AuditKind) -> &'static str {
 /// The canonical entry number `seq` for `record`, made at `time_ms`.
 pub fn canonical_entry(seq: u64, time_ms: u64, record: &AuditRecord<'_>) -> String {
     let mut out = String::with_capacity(record.canonical.len() + 256);
-    out.push_str("<audit-entry");
-    let mut attribute = |name: &str, value: &str| {
-        out.push(' ');
-        out.push_str(name);
-        out.push_str("=\"");
-        escape_attribute(&mut out, value);
-        out.push('"');
-    };
-    attribute("depth", &record.depth.to_string());
-    attribute("from", record.from);
-    attribute("kind", kind_name(record.kind));
-    attribute("n", &seq.to_string());
-    attribute("session", record.session.as_str());
-    attribute("tag", record.tag);
+    // Numbers need no escaping.
+    out.push_str("<audit-entry depth=\"");
+    push_decimal(&mut out, u64::from(record.depth));
+    out.push_str("\" from=\"");
+    escape_attribute(&mut out, record.from);
+    out.push_str("\" kind=\"");
+    out.push_str(kind_name(record.kind));
+    out.push_str("\" n=\"");
+    push_decimal(&mut out, seq);
+    out.push_str("\" session=\"");
+    escape_attribute(&mut out, record.session.as_str());
+    out.push_str("\" tag=\"");
+    escape_attribute(&mut out, record.tag);
     if let Some(thread) = record.thread {
-        attribute("thread", thread.as_str());
+        out.push_str("\" thread=\"");
+        escape_attribute(&mut out, thread.as_str());
     }
-    attribute("time", &time_ms.to_string());
-    out.push('>');
+    out.push_str("\" time=\"");
+    push_decimal(&mut out, time_ms);
+    out.push_str("\">");
     out.push_str(record.canonical);
     out.push_str("</audit-entry>");
     out
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
 }
 
 /// `SHA-256(previous || entry)`.
@@ -166,7 +195,7 @@ pub fn verify(
             });
         }
         let hash = chain(&previous, &stored.entry);
-        if hex::encode(hash) != stored.hash {
+        if encode_hash(&hash) != stored.hash {
             return Err(ChainError::Broken { seq: stored.seq });
         }
         previous = hash;
@@ -175,7 +204,7 @@ pub fn verify(
     }
     Ok(Verified {
         count,
-        head: hex::encode(previous),
+        head: encode_hash(&previous),
     })
 }
 
@@ -208,6 +237,18 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn numbers_and_hashes_are_written_as_std_and_hex_write_them() {
+        for n in [0, 7, 10, 1_795_521_600_123, u64::MAX] {
+            let mut out = String::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+        let hash = chain(&GENESIS, "<x></x>");
+        assert_eq!(encode_hash(&hash), hex::encode(hash));
+        assert_eq!(decode_hash(&encode_hash(&hash)).unwrap(), hash);
     }
 
     #[test]

@@ -42,6 +42,23 @@ impl MemoryAuditStore {
     }
 }
 
+impl MemoryAuditStore {
+    /// Appends `entries` and forgets the oldest past the capacity,
+    /// remembering the hash before the oldest kept.
+    fn keep(&self, entries: impl IntoIterator<Item = StoredEntry>) -> Result<(), StoreError> {
+        let mut kept = self.lock();
+        kept.entries.extend(entries);
+        let excess = kept.entries.len().saturating_sub(self.capacity);
+        if excess > 0 {
+            let last_dropped = kept.entries.drain(..excess).last();
+            if let Some(dropped) = last_dropped {
+                kept.before_first = decode_hash(&dropped.hash)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for MemoryAuditStore {
     fn default() -> Self {
         Self::new(DEFAULT_KEPT)
@@ -62,14 +79,15 @@ impl AuditStore for MemoryAuditStore {
     }
 
     fn append_audit(&self, entries: &[StoredEntry]) -> Result<(), StoreError> {
-        let mut kept = self.lock();
-        kept.entries.extend(entries.iter().cloned());
-        while kept.entries.len() > self.capacity {
-            if let Some(dropped) = kept.entries.pop_front() {
-                kept.before_first = decode_hash(&dropped.hash)?;
-            }
-        }
-        Ok(())
+        self.keep(entries.iter().cloned())
+    }
+
+    fn append_audit_owned(
+        &self,
+        entries: Vec<StoredEntry>,
+    ) -> Result<(), (StoreError, Vec<StoredEntry>)> {
+        // Nothing here can fail once the entries are taken.
+        self.keep(entries).map_err(|error| (error, Vec::new()))
     }
 
     fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<StoredEntry>, StoreError> {

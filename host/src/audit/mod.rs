@@ -3,11 +3,15 @@
 //! the one before by SHA-256, so that any change to a stored entry (or a
 //! missing one) is found by [`AuditStore::verify`].
 //!
-//! [`AuditLog`] is the bus's [`AuditSink`]. It numbers and chains each
-//! record at once, on the caller's thread (one SHA-256 of the entry), and
-//! hands the entries to a writer thread that appends them to the store in
-//! batches, so the bus never waits on the disk. [`AuditLog::flush`] waits
-//! for everything recorded so far to be stored.
+//! [`AuditLog`] is the bus's [`AuditSink`]. Recording copies the record
+//! into a queue, in the order of the calls, and returns: the round trip of
+//! a message pays for one copy and one short lock. A writer thread takes
+//! the queue a batch at a time, numbers each entry in queue order, writes
+//! its canonical form, chains it (one SHA-256) and appends the batch to the
+//! store, so the bus never waits on hashing or on the disk. What reaches
+//! the store is exactly what numbering and chaining on the caller's thread
+//! would give; [`AuditLog::flush`] waits for everything recorded so far to
+//! be stored.
 //!
 //! Secrets never reach it: logins and resume tokens are not messages, and
 //! the bus records only canonical payloads and refusals.
@@ -16,12 +20,12 @@ mod entry;
 mod memory;
 
 pub use entry::{
-    canonical_entry, chain, decode_hash, entry_attribute, entry_content, kind_name, verify,
-    ChainError, StoredEntry, Verified, GENESIS,
+    canonical_entry, chain, decode_hash, encode_hash, entry_attribute, entry_content, kind_name,
+    verify, ChainError, StoredEntry, Verified, GENESIS,
 };
 pub use memory::MemoryAuditStore;
 
-use crate::bus::{AuditRecord, AuditSink};
+use crate::bus::{AuditKind, AuditRecord, AuditSink, SessionId, ThreadId};
 use crate::privileged::StoreError;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -44,6 +48,18 @@ pub trait AuditStore: Send + Sync {
 
     /// Appends chained entries, all or none.
     fn append_audit(&self, entries: &[StoredEntry]) -> Result<(), StoreError>;
+
+    /// [`append_audit`](Self::append_audit) for entries the caller gives
+    /// up; on failure they come back with the error, for a retry. Stores
+    /// that keep the entries themselves take them without copying.
+    #[allow(clippy::result_large_err)]
+    fn append_audit_owned(
+        &self,
+        entries: Vec<StoredEntry>,
+    ) -> Result<(), (StoreError, Vec<StoredEntry>)> {
+        self.append_audit(&entries)
+            .map_err(|error| (error, entries))
+    }
 
     /// Up to `limit` entries from number `from` on, in order.
     fn audit_entries(&self, from: u64, limit: usize) -> Result<Vec<StoredEntry>, StoreError>;
@@ -87,15 +103,84 @@ pub trait AuditStore: Send + Sync {
     }
 }
 
-/// The chain's tip and the entries not yet stored.
+/// Records waiting for the writer.
 struct Pending {
-    next_seq: u64,
-    previous: [u8; 32],
-    queue: Vec<StoredEntry>,
-    /// Entries handed to the store so far (stored or failed).
+    queue: Vec<QueuedRecord>,
+    /// Records queued since the log was opened.
+    recorded: u64,
+    /// Records handed to the store so far (stored or failed).
     written: u64,
     /// Set when the log is being dropped.
     closing: bool,
+}
+
+/// An [`AuditRecord`] copied for the writer: its strings in one buffer.
+struct QueuedRecord {
+    kind: AuditKind,
+    depth: u32,
+    time_ms: u64,
+    thread: Option<ThreadId>,
+    session: SessionId,
+    /// `from`, then `tag`, then the canonical bytes.
+    text: String,
+    from_end: usize,
+    tag_end: usize,
+}
+
+impl QueuedRecord {
+    fn new(record: &AuditRecord<'_>, time_ms: u64) -> Self {
+        let mut text =
+            String::with_capacity(record.from.len() + record.tag.len() + record.canonical.len());
+        text.push_str(record.from);
+        let from_end = text.len();
+        text.push_str(record.tag);
+        let tag_end = text.len();
+        text.push_str(record.canonical);
+        QueuedRecord {
+            kind: record.kind,
+            depth: record.depth,
+            time_ms,
+            thread: record.thread.cloned(),
+            session: record.session.clone(),
+            text,
+            from_end,
+            tag_end,
+        }
+    }
+
+    fn as_record(&self) -> AuditRecord<'_> {
+        AuditRecord {
+            kind: self.kind,
+            thread: self.thread.as_ref(),
+            session: &self.session,
+            from: &self.text[..self.from_end],
+            tag: &self.text[self.from_end..self.tag_end],
+            depth: self.depth,
+            canonical: &self.text[self.tag_end..],
+        }
+    }
+}
+
+/// The end of the chain: the next entry's number and the hash before it.
+struct Chain {
+    next_seq: u64,
+    previous: [u8; 32],
+}
+
+impl Chain {
+    /// Numbers, writes and chains `record`.
+    fn link(&mut self, record: &QueuedRecord) -> StoredEntry {
+        let seq = self.next_seq;
+        let entry = canonical_entry(seq, record.time_ms, &record.as_record());
+        let hash = chain(&self.previous, &entry);
+        self.previous = hash;
+        self.next_seq += 1;
+        StoredEntry {
+            seq,
+            entry,
+            hash: encode_hash(&hash),
+        }
+    }
 }
 
 /// The audit sink that chains and stores.
@@ -113,19 +198,19 @@ impl AuditLog {
         };
         let shared = Arc::new((
             Mutex::new(Pending {
-                next_seq,
-                previous,
                 queue: Vec::new(),
-                written: next_seq - 1,
+                recorded: 0,
+                written: 0,
                 closing: false,
             }),
             Condvar::new(),
         ));
         let writer = {
             let shared = Arc::clone(&shared);
+            let chain = Chain { next_seq, previous };
             std::thread::Builder::new()
                 .name("audit-writer".into())
-                .spawn(move || write_loop(&shared, store.as_ref()))
+                .spawn(move || write_loop(&shared, store.as_ref(), chain))
                 .map_err(|e| StoreError(format!("cannot start the audit writer: {e}")))?
         };
         Ok(AuditLog {
@@ -141,7 +226,7 @@ impl AuditLog {
     /// Waits until every entry recorded so far has been handed to the
     /// store (at most `limit`); returns whether it got there.
     pub fn flush(&self, limit: Duration) -> bool {
-        let target = self.lock().next_seq - 1;
+        let target = self.lock().recorded;
         let (lock, ready) = &*self.shared;
         ready.notify_all();
         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -157,17 +242,10 @@ impl AuditSink for AuditLog {
         let time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        let queued = QueuedRecord::new(&record, time_ms);
         let mut pending = self.lock();
-        let seq = pending.next_seq;
-        let entry = canonical_entry(seq, time_ms, &record);
-        let hash = chain(&pending.previous, &entry);
-        pending.previous = hash;
-        pending.next_seq += 1;
-        pending.queue.push(StoredEntry {
-            seq,
-            entry,
-            hash: hex::encode(hash),
-        });
+        pending.recorded += 1;
+        pending.queue.push(queued);
         // Wake the writer for the first entry of a batch (it then lets the
         // batch gather for a few milliseconds) and for a full batch.
         let wake = pending.queue.len() == 1 || pending.queue.len() >= WRITE_BATCH;
@@ -192,17 +270,19 @@ impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let pending = self.lock();
         f.debug_struct("AuditLog")
-            .field("next_seq", &pending.next_seq)
+            .field("recorded", &pending.recorded)
             .field("queued", &pending.queue.len())
             .finish()
     }
 }
 
-/// Takes queued entries and appends them, a batch at a time, until closed
-/// and drained. A failed append is retried with the same batch, so the
-/// stored chain never has a hole; the bus goes on meanwhile.
-fn write_loop(shared: &(Mutex<Pending>, Condvar), store: &dyn AuditStore) {
+/// Takes queued records and appends them as chained entries, a batch at a
+/// time, until closed and drained. A failed append is retried with the
+/// same entries, so the stored chain never has a hole; the bus goes on
+/// meanwhile.
+fn write_loop(shared: &(Mutex<Pending>, Condvar), store: &dyn AuditStore, mut chain: Chain) {
     let (lock, ready) = shared;
+    let mut records: Vec<QueuedRecord> = Vec::new();
     let mut batch: Vec<StoredEntry> = Vec::new();
     loop {
         {
@@ -221,19 +301,21 @@ fn write_loop(shared: &(Mutex<Pending>, Condvar), store: &dyn AuditStore) {
                 if pending.queue.is_empty() && pending.closing {
                     return;
                 }
-                batch = std::mem::take(&mut pending.queue);
+                // Swap rather than take, so both buffers keep their room.
+                std::mem::swap(&mut records, &mut pending.queue);
             }
         }
-        match store.append_audit(&batch) {
+        batch.extend(records.drain(..).map(|record| chain.link(&record)));
+        let written = batch.len() as u64;
+        match store.append_audit_owned(std::mem::take(&mut batch)) {
             Ok(()) => {
-                let last = batch.last().map_or(0, |e| e.seq);
-                batch.clear();
                 let mut pending = lock.lock().unwrap_or_else(|e| e.into_inner());
-                pending.written = last;
+                pending.written += written;
                 drop(pending);
                 ready.notify_all();
             }
-            Err(error) => {
+            Err((error, unstored)) => {
+                batch = unstored;
                 tracing::error!(%error, "audit entries could not be stored; retrying");
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -244,7 +326,6 @@ fn write_loop(shared: &(Mutex<Pending>, Condvar), store: &dyn AuditStore) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::{AuditKind, SessionId};
 
     fn record(log: &AuditLog, canonical: &str) {
         let session = SessionId::from_string("s");

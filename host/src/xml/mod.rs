@@ -25,6 +25,7 @@
 mod c14n;
 mod envelope;
 mod error;
+mod fast;
 mod limits;
 mod repair;
 mod tag;
@@ -177,6 +178,12 @@ pub struct Ingested {
 /// element. Processing instructions are refused.
 pub fn ingest(input: &[u8], limits: &Limits) -> Result<Ingested, XmlError> {
     let text = check_input(input, limits)?;
+    if let Some(payload) = fast::already_canonical(text, limits) {
+        return Ok(Ingested {
+            payloads: vec![payload],
+            repairs: Vec::new(),
+        });
+    }
     let strict = |text: &str| {
         c14n::canonicalize(
             text,
@@ -215,29 +222,40 @@ pub fn ingest(input: &[u8], limits: &Limits) -> Result<Ingested, XmlError> {
 /// Appends `value` to `out` escaped as exclusive C14N writes an attribute
 /// value (`&`, `<`, `"`, tab, newline and carriage return as references).
 pub fn escape_attribute(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '"' => out.push_str("&quot;"),
-            '\t' => out.push_str("&#x9;"),
-            '\n' => out.push_str("&#xA;"),
-            '\r' => out.push_str("&#xD;"),
-            c => out.push(c),
-        }
-    }
+    escape(out, value, |byte| match byte {
+        b'&' => Some("&amp;"),
+        b'<' => Some("&lt;"),
+        b'"' => Some("&quot;"),
+        b'\t' => Some("&#x9;"),
+        b'\n' => Some("&#xA;"),
+        b'\r' => Some("&#xD;"),
+        _ => None,
+    });
 }
 
 /// Appends `text` to `out` escaped as exclusive C14N writes character data
 /// (`&`, `<`, `>` and carriage return as references).
 pub fn escape_text(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\r' => out.push_str("&#xD;"),
-            c => out.push(c),
+    escape(out, text, |byte| match byte {
+        b'&' => Some("&amp;"),
+        b'<' => Some("&lt;"),
+        b'>' => Some("&gt;"),
+        b'\r' => Some("&#xD;"),
+        _ => None,
+    });
+}
+
+/// Appends `text` to `out` with each byte `reference` names replaced, and
+/// the runs between them copied whole. Only ASCII bytes are ever replaced,
+/// so every run ends on a character boundary.
+fn escape(out: &mut String, text: &str, reference: impl Fn(u8) -> Option<&'static str>) {
+    let mut run = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        if let Some(replacement) = reference(byte) {
+            out.push_str(&text[run..at]);
+            out.push_str(replacement);
+            run = at + 1;
         }
     }
+    out.push_str(&text[run..]);
 }
