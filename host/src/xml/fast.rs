@@ -1,0 +1,220 @@
+//! The fast path of [`ingest`](super::ingest): a message that already is
+//! one element in exclusive canonical form, in its simplest shape, is
+//! recognized in one pass over its bytes and kept as it is.
+//!
+//! The shape: start and end tags with plain names (`<name>`, `</name>`; no
+//! attributes, no namespace prefixes, no `<name/>`), and text of printable
+//! ASCII, tab and newline without `<`, `>` or `&`, nothing before or after
+//! the element, nesting within the depth limit. Such input has no
+//! declarations, references, comments or processing instructions to
+//! harden against, and its exclusive canonical form is itself — so the
+//! answer is exactly what the full canonicalizer gives, for much less work.
+//! Anything else (a `>` in text, an attribute, one non-ASCII byte) returns
+//! `None` and takes the full path.
+
+use super::{CanonicalXml, Limits, Tag};
+
+/// `text` as its own canonical form, if it has the simple shape above.
+pub(super) fn already_canonical(text: &str, limits: &Limits) -> Option<CanonicalXml> {
+    let bytes = text.as_bytes();
+    // The names of the open elements, as ranges of `bytes`.
+    let mut open: Vec<(usize, usize)> = Vec::new();
+    let mut root: Option<(usize, usize)> = None;
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] != b'<' {
+            // Text is only allowed inside the element.
+            if open.is_empty() {
+                return None;
+            }
+            while at < bytes.len() && bytes[at] != b'<' {
+                if !is_plain_text(bytes[at]) {
+                    return None;
+                }
+                at += 1;
+            }
+            continue;
+        }
+        let closing = bytes.get(at + 1) == Some(&b'/');
+        let name_start = at + 1 + usize::from(closing);
+        let name_end = name_start + name_length(&bytes[name_start..])?;
+        if bytes.get(name_end) != Some(&b'>') {
+            return None;
+        }
+        let name = (name_start, name_end);
+        if closing {
+            let (start, end) = open.pop()?;
+            if bytes[start..end] != bytes[name_start..name_end] {
+                return None;
+            }
+        } else {
+            // One root element, within the depth limit.
+            if open.is_empty() && root.is_some() || open.len() >= limits.max_depth {
+                return None;
+            }
+            if open.is_empty() {
+                root = Some(name);
+            }
+            open.push(name);
+        }
+        at = name_end + 1;
+    }
+    let (start, end) = root?;
+    if !open.is_empty() {
+        return None;
+    }
+    Some(CanonicalXml {
+        text: text.to_owned(),
+        tag: Tag::new(&text[start..end]),
+    })
+}
+
+/// A byte canonical text keeps as it is, in the ASCII this path takes.
+fn is_plain_text(byte: u8) -> bool {
+    matches!(byte, b'\t' | b'\n' | b' '..=b'~') && !matches!(byte, b'<' | b'>' | b'&')
+}
+
+/// The length of the plain name `bytes` starts with: an ASCII letter or
+/// `_`, then letters, digits, `_`, `-` and `.`; `None` if there is none.
+fn name_length(bytes: &[u8]) -> Option<usize> {
+    let first = *bytes.first()?;
+    if !(first.is_ascii_alphabetic() || first == b'_') {
+        return None;
+    }
+    let length = bytes
+        .iter()
+        .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')))
+        .unwrap_or(bytes.len());
+    Some(length)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml::ingest;
+
+    /// What the full path makes of `text`: its one payload, if it is clean
+    /// and has exactly one.
+    fn full_path(text: &str, limits: &Limits) -> Option<CanonicalXml> {
+        let options = super::super::c14n::Options {
+            shape: super::super::c14n::Shape::Fragments,
+            refuse_pis: true,
+            inclusive_prefixes: &[],
+        };
+        let mut payloads = super::super::c14n::canonicalize(text, limits, options).ok()?;
+        (payloads.len() == 1).then(|| payloads.remove(0))
+    }
+
+    #[test]
+    fn simple_canonical_messages_take_the_fast_path() {
+        let limits = Limits::default();
+        for text in [
+            "<echo>hello, agent</echo>",
+            "<a></a>",
+            "<square-sum><n>1</n><n>2</n></square-sum>",
+            "<message><meta><thread>3f2a</thread></meta><calculate>2 + 3 * 4</calculate></message>",
+            "<x.y_z-1>\ttabs\nand \"quotes\" 'too'</x.y_z-1>",
+        ] {
+            let fast = already_canonical(text, &limits).expect(text);
+            assert_eq!(Some(&fast), full_path(text, &limits).as_ref(), "{text}");
+            assert_eq!(ingest(text.as_bytes(), &limits).unwrap().payloads, [fast]);
+        }
+    }
+
+    #[test]
+    fn anything_else_takes_the_full_path() {
+        let limits = Limits::default();
+        for text in [
+            "",
+            " <a></a>",
+            "<a></a> ",
+            "<a></a><b></b>",
+            "<a/>",
+            "<a x=\"1\"></a>",
+            "<a >x</a>",
+            "<p:a xmlns:p=\"urn:p\"></p:a>",
+            "<a>1 > 0</a>",
+            "<a>fish &amp; chips</a>",
+            "<a>carriage\rreturn</a>",
+            "<a>caf\u{e9}</a>",
+            "<a><!-- c --></a>",
+            "<a><![CDATA[x]]></a>",
+            "<a><?pi x?></a>",
+            "<a></b>",
+            "<a><b></a></b>",
+            "<a>",
+            "</a>",
+            "text",
+            "<1a></1a>",
+            "<a>\u{1}</a>",
+        ] {
+            assert_eq!(already_canonical(text, &limits), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_depth_limit_is_left_to_the_full_path() {
+        let limits = Limits::default();
+        let nested = |depth: usize| format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth));
+        assert!(already_canonical(&nested(limits.max_depth), &limits).is_some());
+        assert_eq!(
+            already_canonical(&nested(limits.max_depth + 1), &limits),
+            None
+        );
+        assert!(ingest(nested(limits.max_depth + 1).as_bytes(), &limits).is_err());
+    }
+
+    /// Random documents and near misses: whenever the fast path answers,
+    /// the full path gives exactly the same payload.
+    #[test]
+    fn the_fast_path_agrees_with_the_full_path() {
+        let limits = Limits {
+            max_depth: 6,
+            ..Limits::default()
+        };
+        let seed = std::cell::Cell::new(0x2545_f491_4f6c_dd1d_u64);
+        let next = |n: usize| {
+            let mut x = seed.get();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            seed.set(x);
+            (x % n as u64) as usize
+        };
+        const NAMES: &[&str] = &["a", "b", "n", "x-1", "_y.z", "message"];
+        const PLAIN: &[&str] = &["", "hi", " 2 + 3 ", "\t\n", "\"'"];
+        const ODD: &[&str] = &[">", "&", "&amp;", "\r", "é", "]]>", "\u{1}"];
+        const JUNK: &[&str] = &["<", ">", "/", " ", "<a/>", "<a x='1'>", "<!--c-->", "</a>"];
+        let (mut fast, mut total) = (0, 0);
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            let depth = 1 + next(8);
+            let some_text = || match next(20) {
+                0 => ODD[next(ODD.len())],
+                _ => PLAIN[next(PLAIN.len())],
+            };
+            let mut stack = Vec::new();
+            for _ in 0..depth {
+                let name = NAMES[next(NAMES.len())];
+                text.push_str(&format!("<{name}>{}", some_text()));
+                stack.push(name);
+            }
+            while let Some(name) = stack.pop() {
+                text.push_str(&format!("{}</{name}>", some_text()));
+            }
+            if next(4) == 0 {
+                let at = next(text.len() + 1);
+                if text.is_char_boundary(at) {
+                    text.insert_str(at, JUNK[next(JUNK.len())]);
+                }
+            }
+            total += 1;
+            if let Some(payload) = already_canonical(&text, &limits) {
+                fast += 1;
+                assert_eq!(Some(payload), full_path(&text, &limits), "{text:?}");
+            }
+        }
+        // Both paths were exercised.
+        assert!(fast > total / 10 && fast < total, "{fast} of {total}");
+    }
+}
