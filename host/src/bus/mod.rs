@@ -15,9 +15,13 @@
 //!
 //! - [`Session::submit`] runs on the caller's task (the connection): it
 //!   canonicalizes the frame, checks it and queues it on its thread.
-//! - Each thread with queued messages has one worker task (spawned by the
-//!   bus, see `thread`), which calls the agents and queues their emissions.
-//!   The mailbox is bounded by `max_thread_messages`.
+//! - Each thread with queued messages has one worker (see `thread`), which
+//!   calls the agents and queues their emissions; the mailbox is bounded by
+//!   `max_thread_messages`. [`Session::submit`] spawns the worker a new
+//!   message needs as a task of its own; [`Session::submit_and_drive`]
+//!   hands it to the caller instead ([`ThreadWorker`]), so that a
+//!   connection can run a message's whole round trip on its own task,
+//!   with no hand-off between tasks.
 //! - Each session has an [`Outbox`], bounded by `outbox_capacity`: when the
 //!   client does not keep up, the oldest frames are dropped and the client is
 //!   told how many (`frames-dropped`).
@@ -43,6 +47,7 @@ pub use audit::{
     AuditKind, AuditRecord, AuditSink, CapabilityAudit, MemoryAuditSink, NoAudit, OwnedAuditRecord,
 };
 pub use frames::Refusal;
+use ids::ThreadBitsHasher;
 pub use ids::{AgentName, BadAgentName, SessionId, ThreadId};
 pub use metrics::{BusMetrics, MetricsSnapshot, RefusalKind, LATENCY_BUCKETS_US};
 pub use outbox::{Frame, Outbox, OutboxJournal};
@@ -51,8 +56,10 @@ pub use table::{Capability, Listener, ListenerTarget, RoutingTable, TableError};
 
 use session::SessionEntry;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use thread::{Hop, ThreadState};
+pub use thread::ThreadWorker;
+use thread::{Accepted, Hop, ThreadState};
 use tokio::sync::watch;
 
 /// Limits of the bus, each with its default.
@@ -101,6 +108,9 @@ impl Sender {
     }
 }
 
+/// Every live thread, by the 128 bits of its id.
+type ThreadTable = HashMap<u128, Arc<ThreadState>, BuildHasherDefault<ThreadBitsHasher>>;
+
 /// The bus. Cheap to clone; all clones are the same bus.
 #[derive(Clone)]
 pub struct Bus {
@@ -111,7 +121,7 @@ pub(crate) struct BusInner {
     config: BusConfig,
     table: RwLock<Arc<RoutingTable>>,
     changes: watch::Sender<u64>,
-    threads: Mutex<HashMap<ThreadId, Arc<ThreadState>>>,
+    threads: Mutex<ThreadTable>,
     audit: Arc<dyn AuditSink>,
     metrics: BusMetrics,
 }
@@ -124,7 +134,7 @@ impl Bus {
                 config,
                 table: RwLock::new(Arc::new(RoutingTable::default())),
                 changes: watch::channel(0).0,
-                threads: Mutex::new(HashMap::new()),
+                threads: Mutex::new(ThreadTable::default()),
                 audit,
                 metrics: BusMetrics::default(),
             }),
@@ -224,20 +234,16 @@ impl BusInner {
         Ok(result)
     }
 
-    fn lock_threads(&self) -> MutexGuard<'_, HashMap<ThreadId, Arc<ThreadState>>> {
+    fn lock_threads(&self) -> MutexGuard<'_, ThreadTable> {
         self.threads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn start_worker(self: &Arc<Self>, thread: &Arc<ThreadState>) {
-        tokio::spawn(Arc::clone(self).run_thread(Arc::clone(thread)));
-    }
-
-    /// The ingress of a client frame; see [`Session::submit`].
+    /// The ingress of a client frame; see [`Session::submit_and_drive`].
     fn submit(
         self: &Arc<Self>,
         session: &Arc<SessionEntry>,
         frame: &[u8],
-    ) -> Result<ThreadId, Refusal> {
+    ) -> Result<Submitted, Refusal> {
         if session.is_ended() {
             return Err(frames::malformed("the session has ended"));
         }
@@ -282,10 +288,16 @@ impl BusInner {
             repairs,
             depth: 0,
         };
-        if self.accept(&thread, hop) {
-            Ok(thread.id.clone())
-        } else {
-            Err(frames::unknown_thread(thread.id.as_str()))
+        match self.accept(&thread, hop) {
+            Accepted::Queued => Ok(Submitted {
+                thread: thread.id.clone(),
+                worker: None,
+            }),
+            Accepted::StartWorker => Ok(Submitted {
+                thread: thread.id.clone(),
+                worker: Some(ThreadWorker::new(Arc::clone(self), thread)),
+            }),
+            Accepted::Refused => Err(frames::unknown_thread(thread.id.as_str())),
         }
     }
 
@@ -295,9 +307,13 @@ impl BusInner {
         session: &SessionEntry,
         id: &str,
     ) -> Result<Option<Arc<ThreadState>>, Refusal> {
-        let found = self.lock_threads().get(&ThreadId::from_client(id)).cloned();
+        let found = ThreadId::bits(id).and_then(|bits| self.lock_threads().get(&bits).cloned());
         match found {
-            Some(thread) if thread.session.id == session.id && !thread.is_ended() => {
+            Some(thread)
+                if thread.id.as_str() == id
+                    && thread.session.id == session.id
+                    && !thread.is_ended() =>
+            {
                 Ok(Some(thread))
             }
             _ => Err(frames::unknown_thread(id)),
@@ -305,10 +321,11 @@ impl BusInner {
     }
 
     fn new_thread(&self, session: &Arc<SessionEntry>) -> Arc<ThreadState> {
-        let thread = Arc::new(ThreadState::new(ThreadId::new(), Arc::clone(session)));
+        let (id, bits) = ThreadId::random();
+        let thread = Arc::new(ThreadState::new(id, bits, Arc::clone(session)));
         let evicted = {
             let mut owned = session.threads();
-            owned.push_back(thread.id.clone());
+            owned.push_back(bits);
             if owned.len() > self.config.max_threads_per_session {
                 owned.pop_front()
             } else {
@@ -319,19 +336,20 @@ impl BusInner {
         if let Some(old) = evicted.and_then(|id| all.remove(&id)) {
             old.end();
         }
-        all.insert(thread.id.clone(), Arc::clone(&thread));
+        all.insert(bits, Arc::clone(&thread));
+        drop(all);
         thread
     }
 
-    fn forget_thread(&self, id: &ThreadId) {
-        self.lock_threads().remove(id);
+    fn forget_thread(&self, thread: &ThreadState) {
+        self.lock_threads().remove(&thread.bits);
     }
 
     /// Ends `session`: its threads stop, its agent instances are dropped,
     /// its outbox is closed (what is in it can still be read).
     pub(crate) fn end_session(&self, session: &SessionEntry) {
         session.mark_ended();
-        let threads: Vec<ThreadId> = session.threads().drain(..).collect();
+        let threads: Vec<u128> = session.threads().drain(..).collect();
         {
             let mut all = self.lock_threads();
             for id in &threads {
@@ -350,6 +368,17 @@ impl BusInner {
             agent.end_session(&session.key);
         }
     }
+}
+
+/// A message taken by [`Session::submit_and_drive`].
+#[derive(Debug)]
+pub struct Submitted {
+    /// Its thread.
+    pub thread: ThreadId,
+    /// The thread's worker, when the message started one: the caller runs
+    /// it ([`ThreadWorker::run`]) or spawns it. `None` when a worker was
+    /// already running and will take the message.
+    pub worker: Option<ThreadWorker>,
 }
 
 /// A session on the bus: what a connection sends through, and the outbox
@@ -384,8 +413,19 @@ impl Session {
     /// Takes one frame from the client: a bare payload starts a thread, a
     /// `<message>` continues one of the session's threads. Returns the
     /// thread, or the refusal (already queued in the outbox, audited and
-    /// counted) so that the caller can count bad messages.
+    /// counted) so that the caller can count bad messages. A worker the
+    /// thread needs runs as a task of its own.
     pub fn submit(&self, frame: &[u8]) -> Result<ThreadId, Refusal> {
+        let submitted = self.submit_and_drive(frame)?;
+        if let Some(worker) = submitted.worker {
+            worker.spawn();
+        }
+        Ok(submitted.thread)
+    }
+
+    /// [`submit`](Self::submit), but a worker the thread needs is the
+    /// caller's to drive (or to spawn): the message waits for it.
+    pub fn submit_and_drive(&self, frame: &[u8]) -> Result<Submitted, Refusal> {
         self.bus
             .submit(&self.entry, frame)
             .inspect_err(|refusal| self.bus.refuse(&self.entry, None, refusal.clone()))

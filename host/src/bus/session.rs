@@ -1,7 +1,7 @@
 //! A session as the bus sees it: who it speaks for, which tags it may send,
 //! its threads, and its outbox.
 
-use super::ids::{SessionId, ThreadId};
+use super::ids::SessionId;
 use super::outbox::Outbox;
 use crate::runtime::SessionKey;
 use crate::xml::Tag;
@@ -38,8 +38,8 @@ pub(crate) struct SessionEntry {
     pub(crate) from: Arc<str>,
     grants: RwLock<Arc<Grants>>,
     pub(crate) outbox: Arc<Outbox>,
-    /// The session's threads, oldest first.
-    threads: Mutex<VecDeque<ThreadId>>,
+    /// The session's threads (the bits of their ids), oldest first.
+    threads: Mutex<VecDeque<u128>>,
     ended: AtomicBool,
 }
 
@@ -64,7 +64,7 @@ impl SessionEntry {
         *self.grants.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(grants);
     }
 
-    pub(crate) fn threads(&self) -> MutexGuard<'_, VecDeque<ThreadId>> {
+    pub(crate) fn threads(&self) -> MutexGuard<'_, VecDeque<u128>> {
         self.threads.lock().unwrap_or_else(|e| e.into_inner())
     }
 

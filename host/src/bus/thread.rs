@@ -1,12 +1,14 @@
 //! Threads and their delivery loop.
 //!
 //! Each thread has a mailbox of hops (a canonical payload, who sent it, how
-//! deep it is). While the mailbox is not empty one task — the thread's
-//! worker — takes hops in order and delivers each: to every agent listening
-//! to its tag (concurrently when there are several), or, when no agent
-//! listens, back to the session as a `<message>`. What the agents emit is
-//! repaired, canonicalized and appended to the same mailbox. The worker
-//! exits when the mailbox is empty; the next message starts a new one.
+//! deep it is). While the mailbox is not empty one worker — a
+//! [`ThreadWorker`], run by whoever started it — takes hops in order and
+//! delivers each: to every agent listening to its tag (concurrently when
+//! there are several), or, when no agent listens, back to the session as a
+//! `<message>`. What the agents emit is repaired, canonicalized and
+//! appended to the same mailbox, and the same worker goes on with it, so a
+//! delegation's hops never change hands. The worker ends when the mailbox
+//! is empty; the next message starts a new one.
 //!
 //! # Ordering
 //!
@@ -51,6 +53,8 @@ pub(crate) struct Hop {
 #[derive(Debug)]
 pub(crate) struct ThreadState {
     pub(crate) id: ThreadId,
+    /// The id's 128 bits: the thread's key in the bus's table.
+    pub(crate) bits: u128,
     pub(crate) session: Arc<SessionEntry>,
     inner: Mutex<ThreadInner>,
 }
@@ -83,6 +87,79 @@ impl ThreadInner {
     }
 }
 
+/// What [`BusInner::accept`] did with a hop.
+pub(crate) enum Accepted {
+    /// Queued for the running worker.
+    Queued,
+    /// Queued; a worker must be started for it.
+    StartWorker,
+    /// Not queued: the thread has ended (or has just ended over its limit).
+    Refused,
+}
+
+/// The worker of one thread with messages waiting and nobody delivering
+/// them. Running it ([`run`](Self::run)) delivers every message of the
+/// thread until its mailbox is empty; [`spawn`](Self::spawn) does that on
+/// a task of its own. One that is dropped unrun is spawned, so a thread
+/// never waits for a worker nobody runs.
+#[must_use = "the thread's messages wait until its worker runs"]
+pub struct ThreadWorker(Option<(Arc<BusInner>, Arc<ThreadState>)>);
+
+impl ThreadWorker {
+    pub(crate) fn new(bus: Arc<BusInner>, thread: Arc<ThreadState>) -> Self {
+        ThreadWorker(Some((bus, thread)))
+    }
+
+    /// Delivers the thread's messages until its mailbox is empty.
+    ///
+    /// The future must be run to its end: dropped halfway, it drops the
+    /// call it was in (and the instance the call ran in) and what remains
+    /// of the thread's mailbox waits for no one. Hand an unfinished one to
+    /// the runtime instead.
+    pub async fn run(mut self) {
+        if let Some((bus, thread)) = self.0.take() {
+            bus.run_thread(thread).await;
+        }
+    }
+
+    /// Runs the worker as a task of its own.
+    pub fn spawn(self) {
+        tokio::spawn(self.run());
+    }
+}
+
+impl Drop for ThreadWorker {
+    fn drop(&mut self) {
+        if let Some((bus, thread)) = self.0.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(bus.run_thread(thread));
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for ThreadWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let thread = self.0.as_ref().map(|(_, thread)| &thread.id);
+        f.debug_tuple("ThreadWorker").field(&thread).finish()
+    }
+}
+
+/// Held by a running worker: if its future is dropped before the mailbox
+/// is empty (the call in flight is then lost with its instance), a fresh
+/// worker takes over the rest, so the thread does not stall.
+struct Unfinished(Option<(Arc<BusInner>, Arc<ThreadState>)>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some((bus, thread)) = self.0.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(bus.run_thread(thread));
+            }
+        }
+    }
+}
+
 /// What [`ThreadState::enqueue`] did.
 pub(crate) enum Enqueued {
     /// Queued; a worker must be started.
@@ -96,9 +173,10 @@ pub(crate) enum Enqueued {
 }
 
 impl ThreadState {
-    pub(crate) fn new(id: ThreadId, session: Arc<SessionEntry>) -> Self {
+    pub(crate) fn new(id: ThreadId, bits: u128, session: Arc<SessionEntry>) -> Self {
         ThreadState {
             id,
+            bits,
             session,
             inner: Mutex::new(ThreadInner::default()),
         }
@@ -161,6 +239,7 @@ impl ThreadState {
 impl BusInner {
     /// The worker loop of one thread: delivers hops until the mailbox is empty.
     pub(crate) async fn run_thread(self: Arc<Self>, thread: Arc<ThreadState>) {
+        let mut unfinished = Unfinished(Some((Arc::clone(&self), Arc::clone(&thread))));
         while let Some(hop) = thread.next() {
             if thread.session.is_ended() {
                 thread.end();
@@ -168,6 +247,7 @@ impl BusInner {
             }
             self.deliver(&thread, hop).await;
         }
+        unfinished.0 = None;
     }
 
     /// Delivers one hop: to its listeners, or back to the session.
@@ -303,7 +383,16 @@ impl BusInner {
             let accepted = if now && self.table().listeners(hop.payload.tag()).is_empty() {
                 self.to_session_now(thread, hop)
             } else {
-                self.accept(thread, hop)
+                match self.accept(thread, hop) {
+                    Accepted::Queued => true,
+                    // Emissions come from a running worker, which takes
+                    // them; should one ever start a thread, spawn it.
+                    Accepted::StartWorker => {
+                        ThreadWorker::new(Arc::clone(self), Arc::clone(thread)).spawn();
+                        true
+                    }
+                    Accepted::Refused => false,
+                }
             };
             if !accepted {
                 return false;
@@ -338,22 +427,24 @@ impl BusInner {
         false
     }
 
-    /// Audits `hop` and queues it on `thread`, starting a worker if none
-    /// runs. Returns `false` if the thread has ended.
-    pub(crate) fn accept(self: &Arc<Self>, thread: &Arc<ThreadState>, hop: Hop) -> bool {
+    /// Audits `hop` and queues it on `thread`; says whether a worker must
+    /// be started for it.
+    pub(crate) fn accept(&self, thread: &ThreadState, hop: Hop) -> Accepted {
         self.audit_message(thread, &hop);
         match thread.enqueue(hop, self.config.max_thread_messages) {
             Enqueued::Queued => {
                 self.metrics.routed();
-                true
+                Accepted::Queued
             }
             Enqueued::StartWorker => {
                 self.metrics.routed();
-                self.start_worker(thread);
-                true
+                Accepted::StartWorker
             }
-            Enqueued::OverLimit => self.end_over_message_limit(thread),
-            Enqueued::Ended => false,
+            Enqueued::OverLimit => {
+                self.end_over_message_limit(thread);
+                Accepted::Refused
+            }
+            Enqueued::Ended => Accepted::Refused,
         }
     }
 
@@ -380,7 +471,7 @@ impl BusInner {
     /// Ends `thread` with `refusal` sent to its session.
     pub(crate) fn end_thread(&self, thread: &ThreadState, refusal: Refusal) {
         thread.end();
-        self.forget_thread(&thread.id);
+        self.forget_thread(thread);
         self.refuse(&thread.session, Some(&thread.id), refusal);
     }
 

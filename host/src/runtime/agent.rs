@@ -473,7 +473,7 @@ impl Agent {
             tag: delivery.tag.to_owned(),
             payload: delivery.payload.to_owned(),
         };
-        let result = tokio::time::timeout(
+        let result = within(
             self.limits.timeout(),
             live.world.call_handle(&mut live.store, &envelope),
         )
@@ -557,6 +557,23 @@ impl Agent {
             None => CallError::Trap(describe(error)),
         }
     }
+}
+
+/// `future`, ended after `limit` as `tokio::time::timeout` would, but
+/// without a timer for a future that is ready at its first poll — which is
+/// most agent calls: a guest computing runs to its end in one poll, unless
+/// it runs past an epoch tick (then it yields, and the timer is armed for
+/// what is left of the limit) or waits on the host.
+async fn within<F: std::future::Future>(
+    limit: Duration,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut future = std::pin::pin!(future);
+    if let std::task::Poll::Ready(output) = futures::poll!(future.as_mut()) {
+        return Ok(output);
+    }
+    tokio::time::timeout_at(deadline, future).await
 }
 
 impl fmt::Debug for Agent {

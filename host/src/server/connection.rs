@@ -3,16 +3,29 @@
 //!
 //! The task owns its socket. It selects over: frames from the client (each
 //! checked for size and flooding, then submitted to the bus as the user),
-//! frames from the session's outbox (sent as they come), routing-table
-//! changes (a fresh catalog when the user's view changed), a keepalive
-//! ticker, and server shutdown. When the task ends, the session ends with
-//! it; dropping the task's future does the same, through the guards.
+//! the worker of the thread the latest message started, frames from the
+//! session's outbox (sent as they come), routing-table changes (a fresh
+//! catalog when the user's view changed), a keepalive ticker, and server
+//! shutdown. When the task ends, the session ends with it; dropping the
+//! task's future does the same, through the guards.
+//!
+//! # One task per round trip
+//!
+//! A message that starts a thread gets a worker, and the connection runs
+//! that worker itself while it has no other: the message is canonicalized,
+//! delivered to the agent, and its answer queued and written, all on this
+//! task, with no hand-off to another task or thread in between. A message
+//! that starts a second thread while the first is still running gets a
+//! task of its own, so threads still run side by side. A worker still
+//! running when the connection ends is handed to the runtime: the thread
+//! finishes, and its answers wait in the outbox for a resume.
 
 use super::catalog::{capabilities, catalog_frame, CatalogHeader};
 use super::flood::FloodGuard;
 use super::gate::{GateKey, Socket};
 use super::State;
 use crate::auth::{Allow, AuthenticatedUser};
+use crate::bus::ThreadWorker;
 use crate::bus::{AuditKind, AuditRecord, Capability, Grants, RefusalKind, Session, SessionId};
 use crate::privileged::Carrier;
 use crate::session::Attached;
@@ -21,11 +34,14 @@ use futures::{SinkExt as _, StreamExt as _};
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::{Error as WsError, Message};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
 
 /// How long the first frame may take.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,6 +99,7 @@ pub(crate) async fn serve(state: Arc<State>, mut ws: Socket, gate: GateKey, peer
         last_seen: Instant::now(),
         catalog: Vec::new(),
         command_in_flight: Arc::new(AtomicBool::new(false)),
+        local: LocalWorker::default(),
     }
     .run(&mut ws, &attached, resumed)
     .await;
@@ -264,13 +281,89 @@ struct Connection {
     catalog: Vec<Capability>,
     /// Whether a privileged command of this connection is being applied.
     command_in_flight: Arc<AtomicBool>,
+    /// The thread worker this task runs itself, if any.
+    local: LocalWorker,
+}
+
+/// The changes of a watched value, as a future that lives across turns of
+/// a `select!` loop: dropping [`changed`](Self::changed) unfinished keeps
+/// the wait registered for the next turn.
+struct Changes<T> {
+    next: Pin<Box<dyn Future<Output = watch::Receiver<T>> + Send>>,
+}
+
+impl<T: Send + Sync + 'static> Changes<T> {
+    fn new(receiver: watch::Receiver<T>) -> Self {
+        Changes {
+            next: Self::wait(receiver),
+        }
+    }
+
+    /// Resolves with the receiver at the next change; never, once the
+    /// sender is gone.
+    fn wait(
+        mut receiver: watch::Receiver<T>,
+    ) -> Pin<Box<dyn Future<Output = watch::Receiver<T>> + Send>> {
+        Box::pin(async move {
+            if receiver.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            receiver
+        })
+    }
+
+    /// Waits for the next change.
+    async fn changed(&mut self) {
+        let receiver = (&mut self.next).await;
+        self.next = Self::wait(receiver);
+    }
+}
+
+/// The thread worker a connection runs on its own task. Whatever is left
+/// of it when the connection ends — however it ends — is handed to the
+/// runtime, so a thread never stops halfway because its client went away.
+#[derive(Default)]
+struct LocalWorker(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl LocalWorker {
+    /// Runs `worker` here if nothing else runs here; spawns it otherwise.
+    fn take(&mut self, worker: ThreadWorker) {
+        if self.0.is_some() {
+            worker.spawn();
+        } else {
+            self.0 = Some(Box::pin(worker.run()));
+        }
+    }
+
+    /// Drives the worker to its end; pending forever when there is none.
+    async fn finished(&mut self) {
+        match self.0.as_mut() {
+            Some(worker) => {
+                worker.await;
+                self.0 = None;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for LocalWorker {
+    fn drop(&mut self) {
+        if let Some(worker) = self.0.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(worker);
+            }
+        }
+    }
 }
 
 impl Connection {
     async fn run(mut self, ws: &mut Socket, attached: &Attached, resumed: bool) -> Ending {
-        let mut changes = self.state.bus.changes();
-        let mut grant_changes = self.state.privileged.grant_changes();
-        let mut shutdown = self.state.shutdown.clone();
+        // The rare signals wait in futures that live across turns of the
+        // loop, rather than registering afresh on every frame.
+        let mut changes = Changes::new(self.state.bus.changes());
+        let mut grant_changes = Changes::new(self.state.privileged.grant_changes());
+        let mut shutdown = Changes::new(self.state.shutdown.clone());
         let outbox = Arc::clone(self.session.outbox());
         if resumed {
             // What arrived while the client was away comes first, in order.
@@ -296,11 +389,13 @@ impl Connection {
             return Ending::ClientClosed;
         }
         let taken_over = Arc::clone(&attached.attachment.taken_over);
+        let mut taken_over = std::pin::pin!(taken_over.notified());
         let mut keepalive = tokio::time::interval(PING_INTERVAL);
         keepalive.tick().await;
         loop {
             tokio::select! {
-                () = taken_over.notified() => return Ending::TakenOver,
+                () = &mut taken_over => return Ending::TakenOver,
+                () = self.local.finished() => {}
                 frame = ws.next() => {
                     let frame = match frame {
                         Some(Ok(frame)) => frame,
@@ -333,16 +428,10 @@ impl Connection {
                     }
                     outbox.confirm_sent();
                 }
-                changed = changes.changed() => {
-                    if changed.is_ok() {
-                        self.push_catalog_if_changed(ws).await;
-                    }
-                }
-                changed = grant_changes.changed() => {
-                    if changed.is_ok() {
-                        self.reload_grants();
-                        self.push_catalog_if_changed(ws).await;
-                    }
+                () = changes.changed() => self.push_catalog_if_changed(ws).await,
+                () = grant_changes.changed() => {
+                    self.reload_grants();
+                    self.push_catalog_if_changed(ws).await;
                 }
                 _ = keepalive.tick() => {
                     if self.last_seen.elapsed() > IDLE_TIMEOUT {
@@ -352,7 +441,7 @@ impl Connection {
                         return Ending::ClientClosed;
                     }
                 }
-                _ = shutdown.changed() => {
+                () = shutdown.changed() => {
                     // Answers that made it before the end still go out.
                     while let Some(frame) = outbox.try_pop() {
                         if ws.send(Message::text(frame.to_string())).await.is_err() {
@@ -431,8 +520,13 @@ impl Connection {
         if starts_element(head, b"end-session") {
             return Some(Ending::EndSession);
         }
-        match self.session.submit(frame) {
-            Ok(_) => None,
+        match self.session.submit_and_drive(frame) {
+            Ok(submitted) => {
+                if let Some(worker) = submitted.worker {
+                    self.local.take(worker);
+                }
+                None
+            }
             Err(refusal)
                 if matches!(
                     refusal.kind,
