@@ -76,6 +76,8 @@ struct Figures {
     p50_us: f64,
     p99_us: f64,
     per_second: f64,
+    /// The server process's CPU time (user and system) per message.
+    server_cpu_us: f64,
 }
 
 /// The message every connection sends.
@@ -131,7 +133,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let result = runtime.block_on(async {
         let ours = login_all(&server, &secrets[..args.connections]).await?;
         let theirs = connect_all(&bare, args.connections).await?;
-        let runs = alternate(ours, theirs, &payload, args).await?;
+        let runs = alternate((&server, ours), (&bare, theirs), &payload, args).await?;
         let idle = if args.idle > 0 {
             Some(idle(&server, &secrets[args.connections..]).await?)
         } else {
@@ -168,19 +170,19 @@ struct Round {
 
 /// Warms both servers up, then alternates runs `args.rounds` times.
 async fn alternate(
-    mut ours: Vec<Client>,
-    mut theirs: Vec<Client>,
+    (server, mut ours): (&ChildServer, Vec<Client>),
+    (bare, mut theirs): (&ChildServer, Vec<Client>),
     payload: &str,
     args: &BenchArgs,
 ) -> anyhow::Result<Vec<Round>> {
     let warm_up = (args.messages / 10).max(10);
-    (ours, _) = round_trips(ours, payload, warm_up).await?;
-    (theirs, _) = round_trips(theirs, payload, warm_up).await?;
+    (ours, _) = round_trips(ours, server, payload, warm_up).await?;
+    (theirs, _) = round_trips(theirs, bare, payload, warm_up).await?;
     let mut rounds = Vec::new();
     for _ in 0..args.rounds {
-        let (back, ours_figures) = round_trips(ours, payload, args.messages).await?;
+        let (back, ours_figures) = round_trips(ours, server, payload, args.messages).await?;
         ours = back;
-        let (back, bare_figures) = round_trips(theirs, payload, args.messages).await?;
+        let (back, bare_figures) = round_trips(theirs, bare, payload, args.messages).await?;
         theirs = back;
         rounds.push(Round {
             ours: ours_figures,
@@ -200,29 +202,35 @@ fn report(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "storage {} (audit log on); {} connections x {} messages, payload {payload_len} bytes, {} alternating runs\n\n| run | agentserver p50 µs | p99 µs | messages/s | bare echo p50 µs | p99 µs | messages/s | p50 ratio | throughput ratio |\n|---|---|---|---|---|---|---|---|---|",
+        "storage {} (audit log on); {} connections x {} messages, payload {payload_len} bytes, {} alternating runs\n\n| run | agentserver p50 µs | p99 µs | messages/s | server CPU µs/msg | bare echo p50 µs | p99 µs | messages/s | server CPU µs/msg | p50 ratio | throughput ratio |\n|---|---|---|---|---|---|---|---|---|---|---|",
         args.storage, args.connections, args.messages, runs.len()
     );
     for (n, Round { ours, bare }) in runs.iter().enumerate() {
         let _ = writeln!(
             out,
-            "| {} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} |",
+            "| {} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.2} | {:.2} |",
             n + 1,
             ours.p50_us,
             ours.p99_us,
             ours.per_second,
+            ours.server_cpu_us,
             bare.p50_us,
             bare.p99_us,
             bare.per_second,
+            bare.server_cpu_us,
             ours.p50_us / bare.p50_us,
             ours.per_second / bare.per_second,
         );
     }
     let p50 = median(runs.iter().map(|r| r.ours.p50_us / r.bare.p50_us));
     let throughput = median(runs.iter().map(|r| r.ours.per_second / r.bare.per_second));
+    let cpu = median(
+        runs.iter()
+            .map(|r| r.ours.server_cpu_us / r.bare.server_cpu_us),
+    );
     let _ = writeln!(
         out,
-        "\nmedian p50 ratio (agentserver / bare): {p50:.2}\nmedian throughput ratio (agentserver / bare): {throughput:.2}"
+        "\nmedian p50 ratio (agentserver / bare): {p50:.2}\nmedian throughput ratio (agentserver / bare): {throughput:.2}\nmedian server CPU per message ratio (agentserver / bare): {cpu:.2}"
     );
     if let Some((connections, before, after)) = idle {
         let _ = writeln!(
@@ -304,6 +312,27 @@ impl ChildServer {
         Trust::Fingerprint(self.fingerprint.clone())
     }
 
+    /// The CPU time (user and system) the process has used, in seconds,
+    /// from `/proc` (0 where there is none).
+    fn cpu_seconds(&self) -> f64 {
+        /// Linux reports these times in ticks of 1/100 s.
+        const TICKS_PER_SECOND: f64 = 100.0;
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // The fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks = |at: usize| fields.get(at).and_then(|v| v.parse::<f64>().ok());
+        // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
+        match (ticks(11), ticks(12)) {
+            (Some(user), Some(system)) => (user + system) / TICKS_PER_SECOND,
+            _ => 0.0,
+        }
+    }
+
     fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -355,9 +384,11 @@ async fn connect_all(server: &ChildServer, count: usize) -> anyhow::Result<Vec<C
 /// back.
 async fn round_trips(
     clients: Vec<Client>,
+    server: &ChildServer,
     payload: &str,
     messages: usize,
 ) -> anyhow::Result<(Vec<Client>, Figures)> {
+    let cpu_before = server.cpu_seconds();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for mut client in clients {
@@ -383,12 +414,14 @@ async fn round_trips(
         samples.extend(own);
     }
     let elapsed = started.elapsed();
+    let server_cpu = server.cpu_seconds() - cpu_before;
     samples.sort();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
     let figures = Figures {
         p50_us: at(0.5),
         p99_us: at(0.99),
         per_second: samples.len() as f64 / elapsed.as_secs_f64(),
+        server_cpu_us: server_cpu * 1e6 / samples.len() as f64,
     };
     Ok((clients, figures))
 }
