@@ -31,7 +31,7 @@ use super::session::SessionEntry;
 use super::table::{Listener, ListenerTarget};
 use super::{BusInner, Sender};
 use crate::runtime::{CallError, Delivery, Emitter};
-use crate::xml::{CanonicalXml, Envelope};
+use crate::xml::{write_envelope, CanonicalXml};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -450,15 +450,14 @@ impl BusInner {
 
     /// Sends `hop` to the session that owns the thread, in its envelope.
     fn to_session(&self, thread: &ThreadState, hop: &Hop) {
-        let envelope = Envelope {
-            from: Some(hop.from.as_str().to_owned()),
-            to: None,
-            thread: Some(thread.id.as_str().to_owned()),
-            huh: hop.repairs.clone(),
-            payload: hop.payload.clone(),
-        };
-        let frame = envelope.to_xml();
-        if thread.session.outbox.push(frame.as_str().into()) {
+        let frame = write_envelope(
+            Some(hop.from.as_str()),
+            None,
+            Some(thread.id.as_str()),
+            &hop.repairs,
+            &hop.payload,
+        );
+        if thread.session.outbox.push(frame.into()) {
             self.metrics.delivered_to_session();
         }
         // An agent may end the session: the client gets the `<end-session/>`

@@ -40,29 +40,44 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.push(b'>');
 }
 
+/// The canonical text of an envelope with these fields, written straight
+/// from borrowed parts (what [`Envelope::to_xml`] gives, without making an
+/// [`Envelope`] first).
+pub fn write_envelope(
+    from: Option<&str>,
+    to: Option<&str>,
+    thread: Option<&str>,
+    huh: &[String],
+    payload: &CanonicalXml,
+) -> String {
+    let mut out = Vec::with_capacity(payload.as_str().len() + 128);
+    out.extend_from_slice(b"<message><meta>");
+    for (name, value) in [("from", from), ("to", to), ("thread", thread)] {
+        if let Some(value) = value {
+            push_field(&mut out, name, value);
+        }
+    }
+    for note in huh {
+        push_field(&mut out, "huh", note);
+    }
+    out.extend_from_slice(b"</meta>");
+    out.extend_from_slice(payload.as_bytes());
+    out.extend_from_slice(b"</message>");
+    // Every piece is valid UTF-8 and the escaping keeps it so.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 impl Envelope {
     /// The envelope in canonical form.
     pub fn to_xml(&self) -> CanonicalXml {
-        let mut out = Vec::with_capacity(self.payload.as_str().len() + 128);
-        out.extend_from_slice(b"<message><meta>");
-        if let Some(from) = &self.from {
-            push_field(&mut out, "from", from);
-        }
-        if let Some(to) = &self.to {
-            push_field(&mut out, "to", to);
-        }
-        if let Some(thread) = &self.thread {
-            push_field(&mut out, "thread", thread);
-        }
-        for note in &self.huh {
-            push_field(&mut out, "huh", note);
-        }
-        out.extend_from_slice(b"</meta>");
-        out.extend_from_slice(self.payload.as_bytes());
-        out.extend_from_slice(b"</message>");
         CanonicalXml {
-            // Every piece is valid UTF-8 and the escaping keeps it so.
-            text: String::from_utf8(out).unwrap_or_default(),
+            text: write_envelope(
+                self.from.as_deref(),
+                self.to.as_deref(),
+                self.thread.as_deref(),
+                &self.huh,
+                &self.payload,
+            ),
             tag: Tag::new("message"),
         }
     }

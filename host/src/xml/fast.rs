@@ -27,11 +27,12 @@ pub(super) fn already_canonical(text: &str, limits: &Limits) -> Option<Canonical
             if open.is_empty() {
                 return None;
             }
-            while at < bytes.len() && bytes[at] != b'<' {
-                if !is_plain_text(bytes[at]) {
-                    return None;
-                }
-                at += 1;
+            at += bytes[at..]
+                .iter()
+                .position(|&byte| !PLAIN_TEXT[usize::from(byte)])
+                .unwrap_or(bytes.len() - at);
+            if at < bytes.len() && bytes[at] != b'<' {
+                return None;
             }
             continue;
         }
@@ -69,10 +70,19 @@ pub(super) fn already_canonical(text: &str, limits: &Limits) -> Option<Canonical
     })
 }
 
-/// A byte canonical text keeps as it is, in the ASCII this path takes.
-fn is_plain_text(byte: u8) -> bool {
-    matches!(byte, b'\t' | b'\n' | b' '..=b'~') && !matches!(byte, b'<' | b'>' | b'&')
-}
+/// The bytes canonical text keeps as they are, in the ASCII this path
+/// takes: printable ASCII, tab and newline, but not `<`, `>` or `&`.
+const PLAIN_TEXT: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = b' ';
+    while byte <= b'~' {
+        table[byte as usize] = !matches!(byte, b'<' | b'>' | b'&');
+        byte += 1;
+    }
+    table[b'\t' as usize] = true;
+    table[b'\n' as usize] = true;
+    table
+};
 
 /// The length of the plain name `bytes` starts with: an ASCII letter or
 /// `_`, then letters, digits, `_`, `-` and `.`; `None` if there is none.

@@ -32,7 +32,7 @@ mod tag;
 mod text;
 mod tree;
 
-pub use envelope::Envelope;
+pub use envelope::{write_envelope, Envelope};
 pub use error::XmlError;
 pub use limits::Limits;
 pub use repair::Repair;
