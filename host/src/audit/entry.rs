@@ -42,12 +42,13 @@ pub fn decode_hash(hash: &str) -> Result<[u8; 32], crate::privileged::StoreError
 /// A hash as stored: 64 lowercase hex digits.
 pub fn encode_hash(hash: &[u8; 32]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for byte in hash {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    let mut out = [0u8; 64];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(hash) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
-    out
+    // Hex digits are ASCII.
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 /// The name an audit kind has in the log.

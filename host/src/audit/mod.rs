@@ -247,8 +247,9 @@ impl AuditSink for AuditLog {
         pending.recorded += 1;
         pending.queue.push(queued);
         // Wake the writer for the first entry of a batch (it then lets the
-        // batch gather for a few milliseconds) and for a full batch.
-        let wake = pending.queue.len() == 1 || pending.queue.len() >= WRITE_BATCH;
+        // batch gather for a few milliseconds) and when the batch fills —
+        // once each, since every wake-up is a system call.
+        let wake = pending.queue.len() == 1 || pending.queue.len() == WRITE_BATCH;
         drop(pending);
         if wake {
             self.shared.1.notify_all();

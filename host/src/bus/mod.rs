@@ -332,12 +332,19 @@ impl BusInner {
                 None
             }
         };
-        let mut all = self.lock_threads();
-        if let Some(old) = evicted.and_then(|id| all.remove(&id)) {
-            old.end();
+        let evicted = {
+            let mut all = self.lock_threads();
+            all.insert(bits, Arc::clone(&thread));
+            evicted.and_then(|id| all.remove(&id))
+        };
+        // An evicted thread nobody else holds is simply dropped; one still
+        // held (a worker or an emitter has it) is ended, so that it takes
+        // nothing more.
+        if let Some(old) = evicted {
+            if Arc::strong_count(&old) > 1 {
+                old.end();
+            }
         }
-        all.insert(bits, Arc::clone(&thread));
-        drop(all);
         thread
     }
 
