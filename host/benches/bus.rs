@@ -47,9 +47,30 @@ fn square_sum_1k() -> String {
     payload
 }
 
-async fn round_trip(session: &Session, payload: &[u8]) -> Duration {
+/// How a round trip's thread worker runs.
+#[derive(Clone, Copy)]
+enum Driven {
+    /// On the task that sent the message, as a connection runs it.
+    Here,
+    /// As a task of its own (`Session::submit`).
+    Spawned,
+}
+
+/// One message and its answer: the worker the message starts runs as
+/// `driven` says, then the answer is taken from the outbox.
+async fn round_trip(session: &Session, payload: &[u8], driven: Driven) -> Duration {
     let start = Instant::now();
-    session.submit(payload).expect("accepted");
+    match driven {
+        Driven::Here => {
+            let submitted = session.submit_and_drive(payload).expect("accepted");
+            if let Some(worker) = submitted.worker {
+                worker.run().await;
+            }
+        }
+        Driven::Spawned => {
+            session.submit(payload).expect("accepted");
+        }
+    }
     session.outbox().pop().await.expect("answer");
     start.elapsed()
 }
@@ -71,19 +92,33 @@ fn delegation_hop(runtime: &Runtime) {
     let bus = Bus::new(BusConfig::default(), Arc::new(NoAudit));
     register(&bus, runtime, "delegator", "delegator", "square-sum");
     register(&bus, runtime, "calc", "calculator", "calculate");
-    let payload = square_sum_1k();
-    assert_eq!(payload.len(), 1024);
+    let large = square_sum_1k();
+    assert_eq!(large.len(), 1024);
+    let small = "<square-sum><n>3</n><n>4</n></square-sum>".to_owned();
+    for (name, payload) in [("1 KB", &large), ("small", &small)] {
+        for (how, driven) in [
+            ("driven by the sender's task", Driven::Here),
+            ("worker spawned", Driven::Spawned),
+        ] {
+            delegations(&bus, name, payload, how, driven);
+        }
+    }
+}
+
+/// Measures delegation round trips of `payload` and prints the figures.
+fn delegations(bus: &Bus, name: &str, payload: &str, how: &str, driven: Driven) {
     tokio_runtime().block_on(async {
         let session = bus.open_session("bench", Grants::All);
         for _ in 0..2_000 {
-            round_trip(&session, payload.as_bytes()).await;
+            round_trip(&session, payload.as_bytes(), driven).await;
         }
         let before = bus.metrics().snapshot();
         let mut samples = Vec::with_capacity(20_000);
         for _ in 0..20_000 {
-            samples.push(round_trip(&session, payload.as_bytes()).await);
+            samples.push(round_trip(&session, payload.as_bytes(), driven).await);
         }
         let after = bus.metrics().snapshot();
+        session.end();
         let calls = after.agent_calls - before.agent_calls;
         let in_agents_us = (after.latency_sum_us - before.latency_sum_us) as f64;
         let (p50, p99) = (percentile(&mut samples, 0.5), percentile(&mut samples, 0.99));
@@ -91,10 +126,10 @@ fn delegation_hop(runtime: &Runtime) {
             samples.iter().map(|d| d.as_secs_f64() * 1e6).sum::<f64>() / samples.len() as f64;
         let agents_per_trip = in_agents_us / samples.len() as f64;
         println!(
-            "delegation, 1 KB square-sum: session -> delegator -> calc -> session, {} round trips\n  \
+            "delegation, {name} square-sum ({how}): session -> delegator -> calc -> session, {} round trips\n  \
              round trip: median {p50:.2} µs, p99 {p99:.2} µs, mean {mean:.2} µs\n  \
              per hop (3 hops): median {:.2} µs, p99 {:.2} µs\n  \
-             inside the two agent calls (guest work, {calls} calls): {agents_per_trip:.2} µs per round trip\n  \
+             inside the two agent calls ({calls} calls): {agents_per_trip:.2} µs per round trip\n  \
              the bus's own share per hop (mean round trip less agent time, / 3): {:.2} µs",
             samples.len(),
             p50 / 3.0,
@@ -116,7 +151,7 @@ fn throughput(runtime: &Runtime) {
             let session = bus.open_session(&format!("user{i}"), Grants::All);
             tasks.push(tokio::spawn(async move {
                 for _ in 0..per_session {
-                    round_trip(&session, b"<echo>hello</echo>").await;
+                    round_trip(&session, b"<echo>hello</echo>", Driven::Here).await;
                 }
             }));
         }
