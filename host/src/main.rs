@@ -2,13 +2,6 @@
 
 use clap::Parser;
 
-/// The server allocates and frees small buffers on every message from
-/// several threads at once (a frame is made on one and dropped on
-/// another); mimalloc does that with less work and contention than the
-/// system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
