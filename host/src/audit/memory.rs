@@ -50,7 +50,7 @@ impl MemoryAuditStore {
         kept.entries.extend(entries);
         let excess = kept.entries.len().saturating_sub(self.capacity);
         if excess > 0 {
-            let last_dropped = kept.entries.drain(..excess).last();
+            let last_dropped = kept.entries.drain(..excess).next_back();
             if let Some(dropped) = last_dropped {
                 kept.before_first = decode_hash(&dropped.hash)?;
             }
