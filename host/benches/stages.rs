@@ -21,10 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::agent_path;
 
-/// The allocator the server binary uses.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Runs `stage` `rounds` times after a warm-up and returns its median in
 /// nanoseconds (timed in batches of 16, so the clock's own cost stays out).
 fn median_ns(rounds: usize, mut stage: impl FnMut()) -> f64 {
