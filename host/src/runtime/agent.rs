@@ -468,14 +468,14 @@ impl Agent {
             delivery.emitter,
         );
         let envelope = Envelope {
-            thread: delivery.thread.to_owned(),
-            sender: delivery.sender.to_owned(),
-            tag: delivery.tag.to_owned(),
-            payload: delivery.payload.to_owned(),
+            thread: delivery.thread,
+            sender: delivery.sender,
+            tag: delivery.tag,
+            payload: delivery.payload,
         };
         let result = within(
             self.limits.timeout(),
-            live.world.call_handle(&mut live.store, &envelope),
+            live.world.call_handle(&mut live.store, envelope),
         )
         .await;
         live.store.data().output.end_call();

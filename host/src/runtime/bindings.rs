@@ -16,6 +16,10 @@ wasmtime::component::bindgen!({
     world: "agent-keyvalue",
     imports: { default: trappable },
     exports: { default: async },
+    // The envelope a call hands the guest borrows the bus's strings
+    // rather than copying them first: they are copied once, into the
+    // guest's memory.
+    ownership: Borrowing { duplicate_if_necessary: true },
     with: {
         "wasi:keyvalue/store.bucket": crate::runtime::KeyValueHandle,
     },
