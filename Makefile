@@ -64,11 +64,13 @@ agent-tests:
 	bash example-agents/c/test.sh
 
 ## System tools the tests use, from Debian when missing: chromium, node and
-## npm for the browser test, redis-server for the Redis backend.
+## npm for the browser test, redis-server for the Redis backend, openssl to
+## read the keys `identity generate` writes.
 sysdeps:
 	@need=""; \
 	command -v chromium >/dev/null || need="$$need chromium"; \
 	command -v redis-server >/dev/null || need="$$need redis-server"; \
+	command -v openssl >/dev/null || need="$$need openssl"; \
 	command -v npm >/dev/null || need="$$need nodejs npm"; \
 	if [ -n "$$need" ]; then $(SUDO) apt-get update -qq && $(APT_INSTALL) $$need; fi
 	@test -d tests/browser/node_modules/playwright-core || npm --prefix tests/browser ci --no-audit --no-fund --loglevel=error

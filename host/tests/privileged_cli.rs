@@ -19,6 +19,40 @@ fn agentserver(args: &[&str]) -> std::process::Output {
         .expect("run agentserver")
 }
 
+/// The key `identity generate` writes is read by the tools an owner signs
+/// or stores keys with: OpenSSL (`openssl pkey`) and Python's
+/// `cryptography` each load it and derive exactly the public key written
+/// beside it.
+#[test]
+fn a_generated_key_is_read_by_openssl_and_by_python_cryptography() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let output = agentserver(&["identity", "generate", "--out", out]);
+    assert!(output.status.success(), "{output:?}");
+    let key = dir.path().join("identity.key");
+    let public = std::fs::read_to_string(dir.path().join("identity.pub")).unwrap();
+
+    let openssl = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .output()
+        .expect("openssl");
+    assert!(openssl.status.success(), "{openssl:?}");
+    assert_eq!(String::from_utf8(openssl.stdout).unwrap(), public);
+
+    let script = "import sys\n\
+from cryptography.hazmat.primitives import serialization as s\n\
+key = s.load_pem_private_key(open(sys.argv[1], 'rb').read(), None)\n\
+sys.stdout.write(key.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo).decode())\n";
+    let python = Command::new("python3")
+        .args(["-c", script])
+        .arg(&key)
+        .output()
+        .expect("python3");
+    assert!(python.status.success(), "{python:?}");
+    assert_eq!(String::from_utf8(python.stdout).unwrap(), public);
+}
+
 #[test]
 fn identity_generate_writes_a_private_key_and_refuses_to_overwrite_it() {
     let dir = tempfile::tempdir().unwrap();

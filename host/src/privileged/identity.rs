@@ -112,9 +112,7 @@ pub fn generate(dir: &Path, force: bool) -> Result<OrganismKey, IdentityError> {
         source,
     })?;
     let key = new_signing_key()?;
-    let private_pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| IdentityError::Random(e.to_string()))?;
+    let private_pem = private_key_pem(&key)?;
     let public_pem = key
         .verifying_key()
         .to_public_key_pem(LineEnding::LF)
@@ -125,6 +123,22 @@ pub fn generate(dir: &Path, force: bool) -> Result<OrganismKey, IdentityError> {
         source,
     })?;
     Ok(OrganismKey(key.verifying_key()))
+}
+
+/// `key` as the plain PKCS#8 of RFC 8410 (version 1, the private key
+/// only), the form `openssl genpkey -algorithm ed25519` writes and every
+/// tool reads. The version 2 form, with the public key inside, is not
+/// read by OpenSSL 3.0 or Python's `cryptography`; both forms are read
+/// here ([`load_signing_key`]).
+fn private_key_pem(key: &SigningKey) -> Result<String, IdentityError> {
+    let bytes = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    bytes
+        .to_pkcs8_pem(LineEnding::LF)
+        .map(|pem| pem.to_string())
+        .map_err(|e| IdentityError::Random(e.to_string()))
 }
 
 fn read(path: &Path) -> Result<String, IdentityError> {
@@ -183,6 +197,29 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn keys_are_written_in_the_plain_form_and_both_forms_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let public = generate(dir.path(), false).unwrap();
+        let written = std::fs::read_to_string(dir.path().join(PRIVATE_KEY_FILE)).unwrap();
+        let (label, der) =
+            ed25519_dalek::pkcs8::spki::der::pem::decode_vec(written.as_bytes()).unwrap();
+        assert_eq!(label, "PRIVATE KEY");
+        // SEQUENCE { INTEGER 0, AlgorithmIdentifier { 1.3.101.112 },
+        // OCTET STRING { OCTET STRING (32) } }: 48 bytes, version 0 (v1).
+        assert_eq!(der.len(), 48);
+        assert_eq!(&der[..5], &[0x30, 0x2e, 0x02, 0x01, 0x00]);
+        // A key written in the version 2 form (as earlier releases did)
+        // still loads.
+        let key = load_signing_key(&dir.path().join(PRIVATE_KEY_FILE)).unwrap();
+        let v2 = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        assert!(v2.len() > written.len());
+        let v2_path = dir.path().join("v2.key");
+        std::fs::write(&v2_path, v2.as_bytes()).unwrap();
+        let reloaded = load_signing_key(&v2_path).unwrap();
+        assert_eq!(OrganismKey::from(reloaded.verifying_key()), public);
     }
 
     #[test]
