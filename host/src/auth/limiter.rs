@@ -43,8 +43,10 @@ impl FailureLimiter {
         }
     }
 
-    /// Records a failure for `key`.
-    pub fn record_failure(&self, key: &str, now: Instant) {
+    /// Records a failure for `key`; says whether this failure is the one
+    /// that reached the limit (so the key is now blocked, for the first
+    /// time in this burst).
+    pub fn record_failure(&self, key: &str, now: Instant) -> bool {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() >= MAX_TRACKED_KEYS && !failures.contains_key(key) {
             failures.retain(|_, times| {
@@ -63,10 +65,12 @@ impl FailureLimiter {
         }
         let times = failures.entry(key.to_owned()).or_default();
         expire(times, now, self.window);
+        let was_below = times.len() < self.max_failures;
         if times.len() == self.max_failures {
             times.pop_front();
         }
         times.push_back(now);
+        was_below && times.len() == self.max_failures
     }
 }
 
@@ -89,7 +93,7 @@ mod tests {
         let start = Instant::now();
         for _ in 0..3 {
             assert!(!limiter.is_blocked("alice", start));
-            limiter.record_failure("alice", start);
+            let _ = limiter.record_failure("alice", start);
         }
         assert!(limiter.is_blocked("alice", start));
         assert!(!limiter.is_blocked("bob", start));

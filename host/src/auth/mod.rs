@@ -158,8 +158,20 @@ impl Authenticator {
         }
         let result = self.check(user, code, now);
         if result.is_err() {
-            self.by_user.record_failure(user, instant);
-            self.by_peer.record_failure(&peer_key, instant);
+            if self.by_user.record_failure(user, instant) {
+                tracing::warn!(
+                    user,
+                    %peer,
+                    "authentication failures: too many for this user; its logins are refused for a while"
+                );
+            }
+            if self.by_peer.record_failure(&peer_key, instant) {
+                tracing::warn!(
+                    user,
+                    %peer,
+                    "authentication failures: too many from this address; its logins are refused for a while"
+                );
+            }
         }
         result
     }

@@ -115,6 +115,12 @@ pub(crate) async fn serve(state: Arc<State>, mut ws: Socket, gate: GateKey, peer
             (CloseCode::Normal, "session ended")
         }
         Ending::Flooding => {
+            tracing::warn!(
+                user = %attached.user,
+                %peer,
+                reason = "flooding",
+                "connection closed and session ended: messages past the flood limit, or too many refused ones"
+            );
             state.sessions.end(session.id());
             state.counters.flood_closes.fetch_add(1, Ordering::Relaxed);
             (CloseCode::Policy, "flooding")
@@ -241,9 +247,15 @@ async fn authenticate(state: &State, ws: &mut Socket, peer: SocketAddr) -> Optio
                     Some(Login::Resumed(attached))
                 }
                 Err(reason) => {
-                    state
+                    let now_blocked = state
                         .resume_failures
                         .record_failure(&peer.ip().to_string(), Instant::now());
+                    if now_blocked {
+                        tracing::warn!(
+                            %peer,
+                            "resume failures: too many from this address; its resumes are refused for a while"
+                        );
+                    }
                     tracing::info!(%peer, %reason, "resume refused");
                     audit_auth(
                         state,

@@ -1,0 +1,154 @@
+//! What the server's log tells an operator, read from the real binary's
+//! standard error: a connection closed for flooding and a burst of failed
+//! logins each leave one warning with the user and the address; a log
+//! written to a file carries no terminal colour codes; `--log-format json`
+//! writes one JSON object a line.
+
+mod support;
+
+use agentserver::auth::{add_user, totp_code};
+use agentserver::client::{Client, Received, Trust};
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime};
+use support::{agents_dir, BINARY};
+
+/// The server of the organism in `dir`, its standard error going to
+/// `dir/server.log`.
+struct Logged {
+    child: Child,
+    url: String,
+    trust: Trust,
+}
+
+impl Logged {
+    fn start(dir: &Path, extra_args: &[&str]) -> Logged {
+        let log = std::fs::File::create(dir.join("server.log")).unwrap();
+        let mut child = Command::new(BINARY)
+            .args(extra_args)
+            .args(["run", "--config"])
+            .arg(dir.join("organism.toml"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("run agentserver");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = lines.next().unwrap().unwrap().replace("listening on ", "");
+        let fingerprint = lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .replace("tls certificate sha256 ", "");
+        Logged {
+            child,
+            url,
+            trust: Trust::Fingerprint(fingerprint),
+        }
+    }
+
+    /// Stops the server and returns what it logged.
+    fn stop(mut self, dir: &Path) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(dir.join("server.log")).unwrap()
+    }
+}
+
+/// An organism with the echo agent, low flood limits and user `alice`
+/// (whose secret is returned).
+fn organism(dir: &Path) -> Vec<u8> {
+    let secret = add_user(&dir.join("users.toml"), "alice", &["echo".into()]).unwrap();
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\nmessages_per_second = 5\nmessage_burst = 5\n\
+         [[agent]]\nname = \"echo\"\ncomponent = {:?}\nlistens = [\"echo\"]\n",
+        agents_dir().join("echo.wasm").display().to_string()
+    );
+    std::fs::write(dir.join("organism.toml"), config).unwrap();
+    secret
+}
+
+async fn receive(client: &mut Client) -> Received {
+    tokio::time::timeout(Duration::from_secs(10), client.receive())
+        .await
+        .expect("an answer in time")
+        .expect("a frame")
+}
+
+#[tokio::test]
+async fn flooding_and_a_login_burst_leave_warnings_without_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = organism(dir.path());
+    let server = Logged::start(dir.path(), &[]);
+
+    // Flooding: far more messages than the burst allows.
+    let mut alice = Client::connect(&server.url, &server.trust).await.unwrap();
+    alice
+        .login("alice", &totp_code(&secret, SystemTime::now()))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if alice.send("<echo>x</echo>").await.is_err() {
+            break;
+        }
+    }
+    loop {
+        if let Received::Closed(code, reason) = receive(&mut alice).await {
+            assert_eq!((code, reason.as_str()), (1008, "flooding"));
+            break;
+        }
+    }
+
+    // A burst of wrong codes for a user nobody has, from one address.
+    for _ in 0..6 {
+        let mut mallory = Client::connect(&server.url, &server.trust).await.unwrap();
+        assert!(mallory.login("mallory", "000000").await.is_err());
+    }
+
+    let log = server.stop(dir.path());
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
+    let flooding: Vec<&str> = log.lines().filter(|l| l.contains("flooding")).collect();
+    assert_eq!(flooding.len(), 1, "{log}");
+    assert!(flooding[0].contains("WARN"), "{log}");
+    assert!(flooding[0].contains("user=alice"), "{log}");
+    assert!(flooding[0].contains("peer=127.0.0.1:"), "{log}");
+    let bursts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("authentication failures"))
+        .collect();
+    // Once for the user name, once for the address: each when its limit
+    // is reached, not for every failure after it.
+    assert_eq!(bursts.len(), 2, "{log}");
+    assert!(bursts.iter().all(|l| l.contains("WARN")
+        && l.contains("user=\"mallory\"")
+        && l.contains("peer=127.0.0.1")));
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    organism(dir.path());
+    // No identity is configured: the server warns about it at start.
+    let server = Logged::start(dir.path(), &["--log-format", "json"]);
+    let log = server.stop(dir.path());
+    assert!(!log.trim().is_empty(), "nothing logged");
+    let checked = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys\n\
+             for line in sys.stdin.read().splitlines():\n\
+             \x20   entry = json.loads(line)\n\
+             \x20   assert entry['level'] in ('WARN', 'ERROR', 'INFO'), entry\n\
+             \x20   assert 'message' in entry['fields'], entry\n\
+             print('ok')",
+        ])
+        .stdin(std::fs::File::open(dir.path().join("server.log")).unwrap())
+        .output()
+        .expect("python3");
+    assert!(checked.status.success(), "{checked:?}\n{log}");
+    assert!(log.contains("no organism identity"), "{log}");
+}
