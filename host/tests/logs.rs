@@ -1,8 +1,9 @@
 //! What the server's log tells an operator, read from the real binary's
 //! standard error: a connection closed for flooding and a burst of failed
-//! logins each leave one warning with the user and the address; a log
-//! written to a file carries no terminal colour codes; `--log-format json`
-//! writes one JSON object a line.
+//! logins each leave one warning with the user and the address, an agent
+//! whose calls fail one after another one warning; a log written to a file
+//! carries no terminal colour codes; `--log-format json` writes one JSON
+//! object a line.
 
 mod support;
 
@@ -151,4 +152,37 @@ async fn json_logs_are_one_object_a_line() {
         .expect("python3");
     assert!(checked.status.success(), "{checked:?}\n{log}");
     assert!(log.contains("no organism identity"), "{log}");
+}
+
+#[tokio::test]
+async fn an_agent_failing_call_after_call_leaves_one_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = add_user(&dir.path().join("users.toml"), "alice", &["trap".into()]).unwrap();
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\n\
+         [[agent]]\nname = \"hostile\"\ncomponent = {:?}\nlistens = [\"trap\"]\n",
+        agents_dir().join("hostile.wasm").display().to_string()
+    );
+    std::fs::write(dir.path().join("organism.toml"), config).unwrap();
+    let server = Logged::start(dir.path(), &[]);
+    let mut alice = Client::connect(&server.url, &server.trust).await.unwrap();
+    alice
+        .login("alice", &totp_code(&secret, SystemTime::now()))
+        .await
+        .unwrap();
+    for _ in 0..8 {
+        alice.send("<trap/>").await.unwrap();
+        match receive(&mut alice).await {
+            Received::Text(text) => assert!(text.contains("agent-failed"), "{text}"),
+            Received::Closed(code, reason) => panic!("closed: {code} {reason}"),
+        }
+    }
+    let log = server.stop(dir.path());
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("agent failing repeatedly"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("WARN") && warnings[0].contains("agent=\"hostile\""));
+    assert!(warnings[0].contains("failed=5"), "{log}");
 }

@@ -285,6 +285,7 @@ fn write_loop(shared: &(Mutex<Pending>, Condvar), store: &dyn AuditStore, mut ch
     let (lock, ready) = shared;
     let mut records: Vec<QueuedRecord> = Vec::new();
     let mut batch: Vec<StoredEntry> = Vec::new();
+    let mut failed_attempts: u64 = 0;
     loop {
         {
             let mut pending = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -310,6 +311,13 @@ fn write_loop(shared: &(Mutex<Pending>, Condvar), store: &dyn AuditStore, mut ch
         let written = batch.len() as u64;
         match store.append_audit_owned(std::mem::take(&mut batch)) {
             Ok(()) => {
+                if failed_attempts > 0 {
+                    tracing::warn!(
+                        failed_attempts,
+                        "audit store writable again; the entries held meanwhile are stored"
+                    );
+                    failed_attempts = 0;
+                }
                 let mut pending = lock.lock().unwrap_or_else(|e| e.into_inner());
                 pending.written += written;
                 drop(pending);
@@ -317,7 +325,14 @@ fn write_loop(shared: &(Mutex<Pending>, Condvar), store: &dyn AuditStore, mut ch
             }
             Err((error, unstored)) => {
                 batch = unstored;
-                tracing::error!(%error, "audit entries could not be stored; retrying");
+                // One line when storing starts failing, not one per retry.
+                if failed_attempts == 0 {
+                    tracing::error!(
+                        %error,
+                        "audit entries could not be stored; holding them and retrying every 100 ms"
+                    );
+                }
+                failed_attempts += 1;
                 std::thread::sleep(Duration::from_millis(100));
             }
         }

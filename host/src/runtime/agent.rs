@@ -49,6 +49,9 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 /// Instantiation slower than this makes a spare instance worth keeping.
 const SPARE_WORTHWHILE: Duration = Duration::from_micros(100);
 
+/// Failed calls in a row after which an agent is said to be failing.
+const FAILING_REPEATEDLY: u64 = 5;
+
 /// The longest failure text kept from a guest; the rest is cut.
 const MAX_FAILURE_TEXT: usize = 1024;
 
@@ -140,6 +143,8 @@ pub struct Agent {
     in_flight: AtomicUsize,
     peak_in_flight: AtomicUsize,
     calls: AtomicU64,
+    /// Calls that failed since the last one that did not.
+    consecutive_failures: AtomicU64,
     live_instances: Arc<AtomicUsize>,
     /// A ready instance no session has used yet.
     spare: Mutex<Option<Live>>,
@@ -206,6 +211,7 @@ impl Agent {
             in_flight: AtomicUsize::new(0),
             peak_in_flight: AtomicUsize::new(0),
             calls: AtomicU64::new(0),
+            consecutive_failures: AtomicU64::new(0),
             live_instances: Arc::new(AtomicUsize::new(0)),
             spare: Mutex::new(None),
             making_spare: AtomicBool::new(false),
@@ -286,12 +292,43 @@ impl Agent {
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
         slot.last_used = Instant::now();
-        match result {
+        let result = match result {
             Outcome::Kept(result) => {
                 slot.live = Some(live);
                 result
             }
             Outcome::Discarded(error) => Err(error),
+        };
+        self.note_outcome(&result);
+        result
+    }
+
+    /// Counts consecutive failed calls: the call that makes
+    /// [`FAILING_REPEATEDLY`] failures in a row leaves one warning for the
+    /// operator, and the first success after it one line saying so.
+    fn note_outcome(&self, result: &Result<Vec<String>, CallError>) {
+        match result {
+            Ok(_) => {
+                let failed = self.consecutive_failures.swap(0, Ordering::AcqRel);
+                if failed >= FAILING_REPEATEDLY {
+                    tracing::info!(
+                        agent = &*self.name,
+                        failed,
+                        "agent answering again after failing calls in a row"
+                    );
+                }
+            }
+            Err(error) => {
+                let failed = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+                if failed == FAILING_REPEATEDLY {
+                    tracing::warn!(
+                        agent = &*self.name,
+                        failed,
+                        last_error = %error,
+                        "agent failing repeatedly: its calls fail one after another"
+                    );
+                }
+            }
         }
     }
 
