@@ -519,6 +519,15 @@ impl Privileged {
         Ok(())
     }
 
+    /// Reads the users file again (after an operator edited it) and has
+    /// every connection take its user's grants afresh.
+    pub fn reload_users(&self) -> Result<(), crate::auth::UsersError> {
+        let reloaded = Users::load(&self.config.users_path)?;
+        self.auth.set_users(reloaded);
+        self.grants.send_modify(|version| *version += 1);
+        Ok(())
+    }
+
     fn checked_limits(&self, limits: AgentLimits) -> Result<AgentLimits, Refused> {
         let max_memory = self.runtime.config().max_memory_bytes;
         if limits.memory_bytes > max_memory {

@@ -220,6 +220,7 @@ fn boot_agents(config: &Config, runtime: &Runtime, bus: &Bus) -> Result<(), Serv
 pub struct RunningServer {
     address: SocketAddr,
     fingerprint: String,
+    certificate: Arc<tls::LiveCertificate>,
     state: Arc<State>,
     audit_log: Option<Arc<AuditLog>>,
     shutdown: watch::Sender<bool>,
@@ -232,9 +233,21 @@ impl RunningServer {
         self.address
     }
 
-    /// The SHA-256 fingerprint of its TLS certificate.
+    /// The SHA-256 fingerprint of its TLS certificate at start.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// Reloads the TLS certificate and key files and the users file (what
+    /// SIGHUP does). Connections already open go on as they are; a pair or
+    /// a users file that does not load is refused with one log line and
+    /// what was there stays.
+    pub fn reload(&self) {
+        reload_certificate(&self.certificate, self.certificate.reload());
+        match self.state.privileged.reload_users() {
+            Ok(()) => tracing::info!("users file reloaded"),
+            Err(error) => tracing::warn!(%error, "users file not reloaded; the previous one stays"),
+        }
     }
 
     /// Waits until a signed `shutdown` command is applied, and says how.
@@ -460,18 +473,20 @@ async fn start_inner(
     config: Config,
     audit: Option<Arc<dyn AuditSink>>,
 ) -> Result<RunningServer, ServerError> {
-    let identity = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => tls::Identity::load(cert, key)?,
+    let (identity, source) = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => (tls::Identity::load(cert, key)?, (cert.clone(), key.clone())),
         _ => {
-            let (identity, made) = tls::Identity::development(&config.data_dir.join("tls"))?;
+            let dir = config.data_dir.join("tls");
+            let (identity, made) = tls::Identity::development(&dir)?;
             if made {
                 tracing::info!("made a development TLS certificate");
             }
-            identity
+            (identity, (dir.join("cert.pem"), dir.join("key.pem")))
         }
     };
     let fingerprint = identity.fingerprint();
-    let tls = tokio_rustls::TlsAcceptor::from(identity.server_config()?);
+    let (tls_config, certificate) = identity.live_config(source)?;
+    let tls = tokio_rustls::TlsAcceptor::from(tls_config);
     let (stores, audit, audit_log) = open_stores(&config, audit)?;
     let Organism {
         runtime,
@@ -549,15 +564,54 @@ async fn start_inner(
         );
     }
     spawn_sweeper(&state, shutdown_rx.clone());
+    spawn_certificate_watch(&certificate, shutdown_rx.clone());
     let accept_loop = tokio::spawn(accept(listener, tls, Arc::clone(&state), shutdown_rx));
     Ok(RunningServer {
         address,
         fingerprint,
+        certificate,
         state,
         audit_log,
         shutdown: shutdown_tx,
         accept_loop,
     })
+}
+
+/// How often the certificate files are checked for a change.
+const CERTIFICATE_CHECK: Duration = Duration::from_secs(5);
+
+/// Every [`CERTIFICATE_CHECK`]: reloads the TLS certificate if its files
+/// changed (a renewal by an ACME client, say).
+fn spawn_certificate_watch(
+    certificate: &Arc<tls::LiveCertificate>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let certificate = Arc::clone(certificate);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CERTIFICATE_CHECK);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Some(outcome) = certificate.reload_if_changed() {
+                        reload_certificate(&certificate, outcome);
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+}
+
+/// Says how a certificate reload went, in one line.
+fn reload_certificate(certificate: &tls::LiveCertificate, outcome: Result<String, tls::TlsError>) {
+    match outcome {
+        Ok(fingerprint) => tracing::info!(%fingerprint, "tls certificate reloaded"),
+        Err(error) => tracing::warn!(
+            %error,
+            fingerprint = %certificate.fingerprint(),
+            "tls certificate not reloaded; the current one stays"
+        ),
+    }
 }
 
 /// Once a second: ends sessions detached for longer than their timeout
@@ -620,13 +674,20 @@ async fn accept(
 /// Runs the server until Ctrl-C, SIGTERM or a signed `shutdown` command,
 /// then shuts down (gracefully, unless the command said `immediate`).
 pub async fn run(config: Config) -> Result<(), ServerError> {
-    let signals = StopSignals::install();
+    let mut signals = StopSignals::install();
     let server = start(config).await?;
     println!("listening on wss://{}/", server.address());
     println!("tls certificate sha256 {}", server.fingerprint());
-    let mode = tokio::select! {
-        () = signals.wait() => ShutdownMode::Graceful,
-        mode = server.shutdown_requested() => mode,
+    let mode = loop {
+        tokio::select! {
+            stop = signals.next() => {
+                if stop {
+                    break ShutdownMode::Graceful;
+                }
+                server.reload();
+            }
+            mode = server.shutdown_requested() => break mode,
+        }
     };
     tracing::info!(?mode, "shutting down");
     match mode {
@@ -636,13 +697,16 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// Ctrl-C and SIGTERM, registered when made (so a signal that comes right
+/// Ctrl-C and SIGTERM (stop) and SIGHUP (reload), registered when made (so a signal that comes right
 /// after start-up is not lost to the default action).
 struct StopSignals {
     #[cfg(unix)]
     terminate: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
     interrupt: Option<tokio::signal::unix::Signal>,
+    /// SIGHUP: reload the certificate and the users file.
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
 }
 
 impl StopSignals {
@@ -653,13 +717,15 @@ impl StopSignals {
             StopSignals {
                 terminate: signal(SignalKind::terminate()).ok(),
                 interrupt: signal(SignalKind::interrupt()).ok(),
+                hangup: signal(SignalKind::hangup()).ok(),
             }
         }
         #[cfg(not(unix))]
         StopSignals {}
     }
 
-    async fn wait(mut self) {
+    /// Waits for the next signal: `true` to stop, `false` to reload.
+    async fn next(&mut self) -> bool {
         #[cfg(unix)]
         {
             async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
@@ -671,13 +737,15 @@ impl StopSignals {
                 }
             }
             tokio::select! {
-                () = next(&mut self.terminate) => {}
-                () = next(&mut self.interrupt) => {}
+                () = next(&mut self.terminate) => true,
+                () = next(&mut self.interrupt) => true,
+                () = next(&mut self.hangup) => false,
             }
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
+            true
         }
     }
 }

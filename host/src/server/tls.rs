@@ -8,9 +8,12 @@
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 use thiserror::Error;
 
 /// Why TLS could not be set up.
@@ -108,9 +111,44 @@ impl Identity {
     }
 
     /// A rustls server configuration serving this identity over HTTP/1.1.
+    /// A server configuration whose certificate can be replaced while it
+    /// serves ([`LiveCertificate`]), reloaded from `source` (certificate
+    /// and key files) when asked.
+    pub fn live_config(
+        self,
+        source: (PathBuf, PathBuf),
+    ) -> Result<(Arc<rustls::ServerConfig>, Arc<LiveCertificate>), TlsError> {
+        let stamp = modified(&source);
+        let live = Arc::new(LiveCertificate {
+            current: RwLock::new(self.certified()?),
+            source,
+            stamp: Mutex::new(stamp),
+        });
+        let resolver: Arc<dyn ResolvesServerCert> = live.clone();
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok((Arc::new(config), live))
+    }
+
+    /// The chain with its signing key, checked to belong together.
+    fn certified(self) -> Result<Arc<CertifiedKey>, TlsError> {
+        let key = provider()
+            .key_provider
+            .load_private_key(self.key)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let certified = CertifiedKey::new(self.chain, key);
+        certified
+            .keys_match()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(Arc::new(certified))
+    }
+
     pub fn server_config(self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_no_client_auth()
@@ -119,6 +157,70 @@ impl Identity {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The certificate the port presents, replaceable while connections run:
+/// a handshake takes whatever is current, and connections already open keep
+/// the certificate they were made with. A new pair that does not load, or
+/// whose key does not match its certificate, is refused and the current one
+/// stays.
+#[derive(Debug)]
+pub struct LiveCertificate {
+    current: RwLock<Arc<CertifiedKey>>,
+    /// The certificate and key files.
+    source: (PathBuf, PathBuf),
+    /// Their modification times when last loaded.
+    stamp: Mutex<Option<(SystemTime, SystemTime)>>,
+}
+
+impl LiveCertificate {
+    /// The SHA-256 of the current leaf certificate, hex.
+    pub fn fingerprint(&self) -> String {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current
+            .cert
+            .first()
+            .map(|leaf| hex::encode(Sha256::digest(leaf.as_ref())))
+            .unwrap_or_default()
+    }
+
+    /// Loads the files again and, if they make a working pair, presents
+    /// them from now on; returns the new fingerprint.
+    pub fn reload(&self) -> Result<String, TlsError> {
+        let stamp = modified(&self.source);
+        *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+        let certified = Identity::load(&self.source.0, &self.source.1)?.certified()?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = certified;
+        Ok(self.fingerprint())
+    }
+
+    /// [`reload`](Self::reload) if either file changed since the last
+    /// load; `None` when neither did.
+    pub fn reload_if_changed(&self) -> Option<Result<String, TlsError>> {
+        let stamp = modified(&self.source);
+        if stamp.is_none() || *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) == stamp {
+            return None;
+        }
+        Some(self.reload())
+    }
+}
+
+impl ResolvesServerCert for LiveCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(
+            &self.current.read().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+}
+
+/// The modification times of both files, if both can be read.
+fn modified((cert, key): &(PathBuf, PathBuf)) -> Option<(SystemTime, SystemTime)> {
+    let time = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    Some((time(cert)?, time(key)?))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
