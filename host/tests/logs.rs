@@ -3,7 +3,8 @@
 //! logins each leave one warning with the user and the address, an agent
 //! whose calls fail one after another one warning; a log written to a file
 //! carries no terminal colour codes; `--log-format json` writes one JSON
-//! object a line.
+//! object a line; a port out of file descriptors backs off, says so once,
+//! and serves again when descriptors are free.
 
 mod support;
 
@@ -25,8 +26,16 @@ struct Logged {
 
 impl Logged {
     fn start(dir: &Path, extra_args: &[&str]) -> Logged {
+        Self::start_limited(dir, extra_args, None)
+    }
+
+    /// [`start`](Self::start), with at most `open_files` file descriptors.
+    fn start_limited(dir: &Path, extra_args: &[&str], open_files: Option<u32>) -> Logged {
         let log = std::fs::File::create(dir.join("server.log")).unwrap();
-        let mut child = Command::new(BINARY)
+        let limit = open_files.map_or_else(|| "$(ulimit -n)".to_owned(), |n| n.to_string());
+        let mut child = Command::new("sh")
+            .args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\"")])
+            .arg(BINARY)
             .args(extra_args)
             .args(["run", "--config"])
             .arg(dir.join("organism.toml"))
@@ -185,4 +194,48 @@ async fn an_agent_failing_call_after_call_leaves_one_warning() {
     assert_eq!(warnings.len(), 1, "{log}");
     assert!(warnings[0].contains("WARN") && warnings[0].contains("agent=\"hostile\""));
     assert!(warnings[0].contains("failed=5"), "{log}");
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_port_backs_off_says_so_once_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = organism(dir.path());
+    let server = Logged::start_limited(dir.path(), &[], Some(128));
+    let address = server
+        .url
+        .trim_start_matches("wss://")
+        .trim_end_matches('/');
+    // More connections than the server has descriptors, held open.
+    let held: Vec<std::net::TcpStream> = (0..200)
+        .filter_map(|_| std::net::TcpStream::connect(address).ok())
+        .collect();
+    assert!(held.len() > 128, "only {} connections", held.len());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(held);
+    // Served again once they are gone.
+    let started = std::time::Instant::now();
+    let mut alice = loop {
+        match Client::connect(&server.url, &server.trust).await {
+            Ok(client) => break client,
+            Err(error) if started.elapsed() > Duration::from_secs(15) => {
+                panic!("never served again: {error}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    alice
+        .login("alice", &totp_code(&secret, SystemTime::now()))
+        .await
+        .unwrap();
+    let log = server.stop(dir.path());
+    let failing: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot accept connections"))
+        .collect();
+    assert_eq!(failing.len(), 1, "{log}");
+    assert!(
+        failing[0].contains("WARN") && failing[0].contains("Too many open files"),
+        "{log}"
+    );
+    assert!(log.contains("accepting connections again"), "{log}");
 }

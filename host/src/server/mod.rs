@@ -58,6 +58,10 @@ use tokio::task::JoinSet;
 
 /// How long a TLS handshake may take.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the port waits before accepting again after `accept` failed
+/// (out of file descriptors, typically).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// How long shutdown waits for connections to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -642,10 +646,30 @@ async fn accept(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    let mut failing_since: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((tcp, peer)) = accepted else { continue };
+                let (tcp, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors (or another resource):
+                        // retrying at once would spin; wait, and say so
+                        // once per streak.
+                        if failing_since.is_none() {
+                            tracing::warn!(%error, "cannot accept connections; retrying every 100 ms");
+                            failing_since = Some(std::time::Instant::now());
+                        }
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                };
+                if let Some(since) = failing_since.take() {
+                    tracing::warn!(
+                        after_ms = since.elapsed().as_millis() as u64,
+                        "accepting connections again"
+                    );
+                }
                 let _ = tcp.set_nodelay(true);
                 let tls = tls.clone();
                 let state = Arc::clone(&state);
