@@ -104,6 +104,7 @@ run: build rust-agents
 	@echo "Model:    a mock OpenAI-compatible server on http://127.0.0.1:$(MOCK_LLM_PORT) answers <ask> (docs/agents/llm.md)"
 	@echo "Serving the Rust agents now; the Python, JavaScript and C agents join as they are built (lines starting agents:)."
 	@echo
+	@$(CARGO) run -q -p agentserver -- check --config example-agents/organism.toml --listen $(LISTEN)
 	@python3 example-agents/mock-llm/server.py --port $(MOCK_LLM_PORT) 2>run/mock-llm.log & mock=$$!; \
 	AGENT_TOOLS=$(AGENT_TOOLS) AGENTSERVER=$(TARGET_DIR)/debug/agentserver \
 		setsid bash example-agents/join.sh wss://$(LISTEN)/ run & join=$$!; \

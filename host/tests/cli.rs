@@ -214,3 +214,80 @@ fn connect_sends_a_file_and_prints_the_answer() {
         "{stdout}"
     );
 }
+
+/// `check` passes a good configuration, and names every problem of a
+/// broken one on its own line (not only the first), with exit status 1.
+#[test]
+fn check_passes_a_good_configuration_and_names_every_problem_of_a_broken_one() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let agents = support::agents_dir();
+    let echo = agents.join("echo.wasm");
+    let fetch = agents.join("fetch.wasm");
+    let users = dir.path().join("users.toml");
+    assert!(agentserver(&[
+        "user",
+        "add",
+        "alice",
+        "--allow",
+        "echo",
+        "--users",
+        users.to_str().unwrap()
+    ])
+    .status
+    .success());
+    let good = format!(
+        "listen = \"127.0.0.1:0\"\nusers = {users:?}\n\
+         [[agent]]\nname = \"echo\"\ncomponent = {echo:?}\nlistens = [\"echo\"]\n"
+    );
+    std::fs::write(dir.path().join("good.toml"), good).unwrap();
+    let output = agentserver(&[
+        "check",
+        "--config",
+        dir.path().join("good.toml").to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).ends_with("good.toml: ok\n"));
+
+    // Broken in seven ways at once.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let secrets = dir.path().join("secrets.toml");
+    std::fs::write(&secrets, "[secrets]\n").unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(dir.path().join("identity.pub"), "not a key\n").unwrap();
+    let broken = format!(
+        "listen = \"{}\"\nusers = \"missing-users.toml\"\nidentity = \"identity.pub\"\n\
+         secrets = {secrets:?}\n\
+         [[agent]]\nname = \"gone\"\ncomponent = \"nowhere.wasm\"\nlistens = [\"gone\"]\n\
+         [[agent]]\nname = \"pinned\"\ncomponent = {echo:?}\nlistens = [\"pinned\"]\nsha256 = \"{}\"\n\
+         [[agent]]\nname = \"fetcher\"\ncomponent = {fetch:?}\nlistens = [\"fetch\"]\n",
+        taken.local_addr().unwrap(),
+        "0".repeat(64)
+    );
+    std::fs::write(dir.path().join("broken.toml"), broken).unwrap();
+    let output = agentserver(&[
+        "check",
+        "--config",
+        dir.path().join("broken.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    let expect = |starts: &str, mentions: &str| {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(starts) && l.contains(mentions)),
+            "no line {starts:?} mentioning {mentions:?} in:\n{stdout}"
+        );
+    };
+    expect("users:", "missing-users.toml");
+    expect("identity:", "identity.pub");
+    expect("secrets:", "secrets.toml");
+    expect("listen ", "Address already in use");
+    expect("agent `gone`", "nowhere.wasm");
+    expect("agent `pinned`", "sha256");
+    expect("agent `fetcher`", "wasi:http");
+    assert_eq!(lines.len(), 7, "{stdout}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("7 problems"));
+}

@@ -8,6 +8,7 @@ mod apply;
 mod audit;
 mod bench;
 mod c14n;
+mod check;
 mod connect;
 mod hash;
 mod identity;
@@ -47,6 +48,8 @@ pub enum LogFormat {
 enum Command {
     /// Serve the organism: the WSS port with its agents.
     Run(run::RunArgs),
+    /// Check a configuration before a start: every problem, one line each.
+    Check(check::CheckArgs),
     /// Load-test a server with the echo agent, against a bare echo server.
     Bench(bench::BenchArgs),
     /// The bare echo server `bench` compares with (started by `bench`).
@@ -85,6 +88,7 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Run(args) => run::run(&args),
+            Command::Check(args) => check::run(&args),
             Command::User(args) => user::run(&args),
             Command::Identity(args) => identity::run(&args),
             Command::Unsigned(args) => unsigned::run(&args),

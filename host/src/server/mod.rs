@@ -16,6 +16,7 @@
 //! the XML core; nothing below knows of sockets.
 
 mod catalog;
+mod check;
 pub mod config;
 mod connection;
 mod flood;
@@ -23,6 +24,8 @@ mod gate;
 mod http;
 mod metrics;
 pub mod tls;
+
+pub use check::check;
 
 pub use config::{AgentConfig, Config, ConfigError, StorageConfig};
 pub use flood::{FloodGuard, FloodLimits};
@@ -184,40 +187,54 @@ impl Drop for ConnectionSlot<'_> {
 /// Loads the boot agents of `config` into `runtime` and registers them on `bus`.
 fn boot_agents(config: &Config, runtime: &Runtime, bus: &Bus) -> Result<(), ServerError> {
     for agent in &config.agents {
-        let fail = |reason: String| ServerError::Agent {
-            agent: agent.name.clone(),
-            reason,
-        };
-        let name = AgentName::new(&agent.name).map_err(|e| fail(e.to_string()))?;
-        let bytes = std::fs::read(&agent.component)
-            .map_err(|e| fail(format!("{}: {e}", agent.component.display())))?;
-        if let Some(expected) = &agent.sha256 {
-            let expected: ComponentHash = expected
-                .parse()
-                .map_err(|e: crate::runtime::BadHash| fail(e.to_string()))?;
-            let actual = ComponentHash::of(&bytes);
-            if actual != expected {
-                return Err(fail(format!(
-                    "sha256 is {actual}, not the configured {expected}"
-                )));
-            }
-        }
-        let component = runtime
-            .load_component(&bytes)
-            .map_err(|e: LoadError| fail(e.to_string()))?;
-        let loaded = runtime
-            .agent(&agent.name, component, agent.limits.clone())
-            .map_err(|e| fail(e.to_string()))?;
+        let (name, loaded) = load_boot_agent(agent, runtime)?;
         bus.register(Listener {
             name,
             listens: agent.listens.iter().map(|t| Tag::new(t)).collect(),
             description: agent.description.clone(),
             target: ListenerTarget::Local(loaded),
         })
-        .map_err(|e: TableError| fail(e.to_string()))?;
+        .map_err(|e: TableError| ServerError::Agent {
+            agent: agent.name.clone(),
+            reason: e.to_string(),
+        })?;
         tracing::info!(agent = %agent.name, "agent loaded");
     }
     Ok(())
+}
+
+/// Loads one boot agent of the configuration: its name checked, its
+/// component read, matched against its configured SHA-256, compiled and
+/// checked against its grants.
+fn load_boot_agent(
+    agent: &config::AgentConfig,
+    runtime: &Runtime,
+) -> Result<(AgentName, Arc<crate::runtime::Agent>), ServerError> {
+    let fail = |reason: String| ServerError::Agent {
+        agent: agent.name.clone(),
+        reason,
+    };
+    let name = AgentName::new(&agent.name).map_err(|e| fail(e.to_string()))?;
+    let bytes = std::fs::read(&agent.component)
+        .map_err(|e| fail(format!("{}: {e}", agent.component.display())))?;
+    if let Some(expected) = &agent.sha256 {
+        let expected: ComponentHash = expected
+            .parse()
+            .map_err(|e: crate::runtime::BadHash| fail(e.to_string()))?;
+        let actual = ComponentHash::of(&bytes);
+        if actual != expected {
+            return Err(fail(format!(
+                "sha256 is {actual}, not the configured {expected}"
+            )));
+        }
+    }
+    let component = runtime
+        .load_component(&bytes)
+        .map_err(|e: LoadError| fail(e.to_string()))?;
+    let loaded = runtime
+        .agent(&agent.name, component, agent.limits.clone())
+        .map_err(|e| fail(e.to_string()))?;
+    Ok((name, loaded))
 }
 
 /// A server that is listening.

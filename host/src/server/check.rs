@@ -1,0 +1,101 @@
+//! `agentserver check`: what a start would refuse, found before the start,
+//! every problem at once rather than the first.
+//!
+//! It reads the configuration, the users file, the organism's identity, the
+//! secrets file (and its permissions), the TLS pair, every boot agent's
+//! component (SHA-256, world, grants), and tries the port and the data
+//! folders (making them if missing, as a start would), without serving
+//! anything or changing any state.
+
+use super::config::Config;
+use super::{load_boot_agent, tls};
+use crate::auth::Users;
+use crate::capability::Secrets;
+use crate::privileged::OrganismKey;
+use crate::runtime::{Runtime, RuntimeConfig, RuntimeServices};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// Every problem with the organism configured at `path` (listening on
+/// `listen` instead of the configured address, if given), one line each,
+/// naming what it is about; empty when a start would find none.
+pub fn check(path: &Path, listen: Option<SocketAddr>) -> Vec<String> {
+    let mut config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => return vec![error.to_string()],
+    };
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    let mut problems = Vec::new();
+    if !config.users.exists() {
+        // A start takes a missing users file as an empty one.
+        problems.push(format!(
+            "users: {} does not exist: nobody could log in (add users with `agentserver user add`)",
+            config.users.display()
+        ));
+    } else if let Err(error) = Users::load(&config.users) {
+        problems.push(format!("users: {error}"));
+    }
+    if config.identity_required || config.identity.exists() {
+        if let Err(error) = OrganismKey::load(&config.identity) {
+            problems.push(format!("identity: {error}"));
+        }
+    }
+    let secrets = match &config.secrets {
+        Some(path) => match Secrets::load(path) {
+            Ok(secrets) => secrets,
+            Err(error) => {
+                problems.push(format!("secrets: {error}"));
+                Secrets::none()
+            }
+        },
+        None => Secrets::none(),
+    };
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        let pair = tls::Identity::load(cert, key)
+            .and_then(|identity| identity.live_config((cert.clone(), key.clone())));
+        if let Err(error) = pair {
+            problems.push(format!("tls: {error}"));
+        }
+    }
+    for (what, dir) in [
+        ("data_dir", &config.data_dir),
+        ("compile_cache", &config.compile_cache),
+    ] {
+        if let Err(error) = writable(dir) {
+            problems.push(format!("{what} {}: {error}", dir.display()));
+        }
+    }
+    if let Err(error) = std::net::TcpListener::bind(config.listen) {
+        problems.push(format!("listen {}: {error}", config.listen));
+    }
+    let runtime = Runtime::with_services(
+        RuntimeConfig {
+            cache_dir: Some(config.compile_cache.clone()),
+            max_instances: config.max_instances,
+            ..RuntimeConfig::default()
+        },
+        RuntimeServices {
+            secrets,
+            ..RuntimeServices::default()
+        },
+    );
+    match runtime {
+        Ok(runtime) => {
+            for agent in &config.agents {
+                if let Err(error) = load_boot_agent(agent, &runtime) {
+                    problems.push(error.to_string());
+                }
+            }
+        }
+        Err(error) => problems.push(format!("runtime: {error}")),
+    }
+    problems
+}
+
+/// Whether files can be made in `dir` (made first if missing).
+fn writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    tempfile::NamedTempFile::new_in(dir).map(drop)
+}
