@@ -154,7 +154,9 @@ async fn sighup_and_renewed_files_reload_the_certificate_and_users_without_dropp
         .lines()
         .filter(|l| l.contains("tls certificate not reloaded"))
         .collect();
-    assert_eq!(refused.len(), 1, "{log}");
-    assert!(refused[0].contains("WARN"), "{log}");
+    // At least the mismatched pair's (the 5 s check may also catch a pair
+    // halfway through being copied, and refuse that too).
+    assert!(!refused.is_empty(), "{log}");
+    assert!(refused.iter().all(|l| l.contains("WARN")), "{log}");
     assert!(log.contains("users file reloaded"), "{log}");
 }
