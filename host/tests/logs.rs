@@ -58,6 +58,16 @@ impl Logged {
         }
     }
 
+    /// A connection logged in as `user`.
+    async fn login(&self, user: &str, secret: &[u8]) -> Client {
+        let mut client = Client::connect(&self.url, &self.trust).await.unwrap();
+        client
+            .login(user, &totp_code(secret, SystemTime::now()))
+            .await
+            .unwrap();
+        client
+    }
+
     /// Stops the server and returns what it logged.
     fn stop(mut self, dir: &Path) -> String {
         let _ = self.child.kill();
@@ -93,11 +103,7 @@ async fn flooding_and_a_login_burst_leave_warnings_without_colour_codes() {
     let server = Logged::start(dir.path(), &[]);
 
     // Flooding: far more messages than the burst allows.
-    let mut alice = Client::connect(&server.url, &server.trust).await.unwrap();
-    alice
-        .login("alice", &totp_code(&secret, SystemTime::now()))
-        .await
-        .unwrap();
+    let mut alice = server.login("alice", &secret).await;
     for _ in 0..100 {
         if alice.send("<echo>x</echo>").await.is_err() {
             break;
@@ -174,11 +180,7 @@ async fn an_agent_failing_call_after_call_leaves_one_warning() {
     );
     std::fs::write(dir.path().join("organism.toml"), config).unwrap();
     let server = Logged::start(dir.path(), &[]);
-    let mut alice = Client::connect(&server.url, &server.trust).await.unwrap();
-    alice
-        .login("alice", &totp_code(&secret, SystemTime::now()))
-        .await
-        .unwrap();
+    let mut alice = server.login("alice", &secret).await;
     for _ in 0..8 {
         alice.send("<trap/>").await.unwrap();
         match receive(&mut alice).await {

@@ -8,11 +8,11 @@
 //! anything or changing any state.
 
 use super::config::Config;
-use super::{load_boot_agent, tls};
+use super::{load_boot_agent, runtime_config, tls};
 use crate::auth::Users;
 use crate::capability::Secrets;
 use crate::privileged::OrganismKey;
-use crate::runtime::{Runtime, RuntimeConfig, RuntimeServices};
+use crate::runtime::{Runtime, RuntimeServices};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -71,11 +71,7 @@ pub fn check(path: &Path, listen: Option<SocketAddr>) -> Vec<String> {
         problems.push(format!("listen {}: {error}", config.listen));
     }
     let runtime = Runtime::with_services(
-        RuntimeConfig {
-            cache_dir: Some(config.compile_cache.clone()),
-            max_instances: config.max_instances,
-            ..RuntimeConfig::default()
-        },
+        runtime_config(&config),
         RuntimeServices {
             secrets,
             ..RuntimeServices::default()

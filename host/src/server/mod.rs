@@ -361,6 +361,15 @@ fn organism_key(config: &Config) -> Result<Option<OrganismKey>, ServerError> {
     Ok(Some(key))
 }
 
+/// The agent runtime's settings that come from the configuration.
+fn runtime_config(config: &Config) -> RuntimeConfig {
+    RuntimeConfig {
+        cache_dir: Some(config.compile_cache.clone()),
+        max_instances: config.max_instances,
+        ..RuntimeConfig::default()
+    }
+}
+
 /// Everything but the network: the agents, the bus and who may change them.
 struct Organism {
     runtime: Arc<Runtime>,
@@ -383,11 +392,7 @@ async fn assemble(
         None => Secrets::none(),
     };
     let runtime = Arc::new(Runtime::with_services(
-        RuntimeConfig {
-            cache_dir: Some(config.compile_cache.clone()),
-            max_instances: config.max_instances,
-            ..RuntimeConfig::default()
-        },
+        runtime_config(config),
         RuntimeServices {
             secrets,
             keyvalue: Arc::clone(&stores.keyvalue),
