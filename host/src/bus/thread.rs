@@ -145,21 +145,6 @@ impl std::fmt::Debug for ThreadWorker {
     }
 }
 
-/// Held by a running worker: if its future is dropped before the mailbox
-/// is empty (the call in flight is then lost with its instance), a fresh
-/// worker takes over the rest, so the thread does not stall.
-struct Unfinished(Option<(Arc<BusInner>, Arc<ThreadState>)>);
-
-impl Drop for Unfinished {
-    fn drop(&mut self) {
-        if let Some((bus, thread)) = self.0.take() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(bus.run_thread(thread));
-            }
-        }
-    }
-}
-
 /// What [`ThreadState::enqueue`] did.
 pub(crate) enum Enqueued {
     /// Queued; a worker must be started.
@@ -239,7 +224,11 @@ impl ThreadState {
 impl BusInner {
     /// The worker loop of one thread: delivers hops until the mailbox is empty.
     pub(crate) async fn run_thread(self: Arc<Self>, thread: Arc<ThreadState>) {
-        let mut unfinished = Unfinished(Some((Arc::clone(&self), Arc::clone(&thread))));
+        // Should this future be dropped before the mailbox is empty (the
+        // call in flight is then lost with its instance), a fresh worker
+        // takes over the rest, so the thread does not stall: a worker
+        // dropped unrun is spawned.
+        let mut rest = ThreadWorker::new(Arc::clone(&self), Arc::clone(&thread));
         while let Some(hop) = thread.next() {
             if thread.session.is_ended() {
                 thread.end();
@@ -247,7 +236,7 @@ impl BusInner {
             }
             self.deliver(&thread, hop).await;
         }
-        unfinished.0 = None;
+        rest.0 = None;
     }
 
     /// Delivers one hop: to its listeners, or back to the session.
