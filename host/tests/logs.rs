@@ -172,15 +172,28 @@ async fn json_logs_are_one_object_a_line() {
 #[tokio::test]
 async fn an_agent_failing_call_after_call_leaves_one_warning() {
     let dir = tempfile::tempdir().unwrap();
-    let secret = add_user(&dir.path().join("users.toml"), "alice", &["trap".into()]).unwrap();
+    let secret = add_user(
+        &dir.path().join("users.toml"),
+        "alice",
+        &["trap".into(), "refuse".into()],
+    )
+    .unwrap();
     let config = format!(
         "listen = \"127.0.0.1:0\"\n\
-         [[agent]]\nname = \"hostile\"\ncomponent = {:?}\nlistens = [\"trap\"]\n",
+         [[agent]]\nname = \"hostile\"\ncomponent = {:?}\nlistens = [\"trap\", \"refuse\"]\n",
         agents_dir().join("hostile.wasm").display().to_string()
     );
     std::fs::write(dir.path().join("organism.toml"), config).unwrap();
     let server = Logged::start(dir.path(), &[]);
     let mut alice = server.login("alice", &secret).await;
+    // Refusing its input is an agent's answer, not a failure.
+    for _ in 0..6 {
+        alice.send("<refuse/>").await.unwrap();
+        match receive(&mut alice).await {
+            Received::Text(text) => assert!(text.contains("agent-failed"), "{text}"),
+            Received::Closed(code, reason) => panic!("closed: {code} {reason}"),
+        }
+    }
     for _ in 0..8 {
         alice.send("<trap/>").await.unwrap();
         match receive(&mut alice).await {
@@ -196,6 +209,7 @@ async fn an_agent_failing_call_after_call_leaves_one_warning() {
     assert_eq!(warnings.len(), 1, "{log}");
     assert!(warnings[0].contains("WARN") && warnings[0].contains("agent=\"hostile\""));
     assert!(warnings[0].contains("failed=5"), "{log}");
+    assert!(!warnings[0].contains("refused"), "{log}");
 }
 
 #[tokio::test]

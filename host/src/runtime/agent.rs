@@ -305,9 +305,12 @@ impl Agent {
 
     /// Counts consecutive failed calls: the call that makes
     /// [`FAILING_REPEATEDLY`] failures in a row leaves one warning for the
-    /// operator, and the first success after it one line saying so.
+    /// operator, and the first success after it one line saying so. An
+    /// agent answering `malformed` or `refused` is judging its input, not
+    /// failing: those calls count for neither.
     fn note_outcome(&self, result: &Result<Vec<String>, CallError>) {
         match result {
+            Err(CallError::Guest(GuestFailure::Malformed(_) | GuestFailure::Refused(_))) => {}
             Ok(_) => {
                 let failed = self.consecutive_failures.swap(0, Ordering::AcqRel);
                 if failed >= FAILING_REPEATEDLY {
