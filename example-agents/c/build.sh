@@ -32,12 +32,6 @@ missing() {
     echo "       Run \`make agent-tools\` (example-agents/c/install-tools.sh) to install it." >&2
     exit 1
 }
-# has_version TOOL VERSION: TOOL is on the PATH and `TOOL --version` names VERSION.
-has_version() {
-    local version
-    version=$("$1" --version 2>/dev/null) || return 1
-    [[ " $version " == *" $2 "* ]]
-}
 command -v "$C_AGENT_CLANG" >/dev/null || missing "$C_AGENT_CLANG is not installed"
 for package in $C_AGENT_DEBIAN_PACKAGES; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' \
@@ -49,7 +43,7 @@ check_tool() {
     command -v "$1" >/dev/null || missing "$1 $2 is needed, and no $1 is on the PATH"
     missing "$1 $2 is needed, found \"$("$1" --version 2>&1 | head -n1 || true)\""
 }
-check_tool wit-bindgen "$WIT_BINDGEN_VERSION"
+has_wit_bindgen || missing "wit-bindgen $WIT_BINDGEN_VERSION with the generators $WIT_BINDGEN_GENERATORS is needed"
 check_tool "$WASM_TOOLS" "$WASM_TOOLS_VERSION"
 
 build=target/c-agents
