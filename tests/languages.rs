@@ -1,8 +1,8 @@
-//! Agents in four languages through the real server, over the real TLS
-//! port: the Rust, Python, JavaScript and C example agents booted from the
-//! organism's configuration answer and refuse bad input; interpreters stuck
-//! in a loop end in `agent-failed` while the others go on; a Python agent's
-//! state is per session.
+//! Agents in five languages through the real server, over the real TLS
+//! port: the Rust, Python, JavaScript, C and Go example agents booted from
+//! the organism's configuration answer and refuse bad input; interpreters
+//! and a Go program stuck in a loop end in `agent-failed` while the others
+//! go on; Python and Go agents keep state per session.
 //!
 //! Run-time admission of each language by a signed command, with the very
 //! commands of `docs/agents/`, is tested in `host/tests/agent_docs.rs`.
@@ -27,6 +27,7 @@ async fn polyglot_server() -> TestServer {
         agent_table("stats", "stats", &["stats", "stats-total"], ""),
         agent_table("sort", "sort", &["sort"], ""),
         agent_table("checksum", "checksum", &["checksum"], ""),
+        agent_table("wordfreq", "wordfreq", &["wordfreq", "wordfreq-total"], ""),
         // Fuel to spare: the wall-time limit has to stop these.
         agent_table(
             "spin-py",
@@ -38,6 +39,12 @@ async fn polyglot_server() -> TestServer {
             "spin-js",
             "spin-js",
             &["spin-js"],
+            "fuel = 100_000_000_000\ntimeout_ms = 300",
+        ),
+        agent_table(
+            "spin-go",
+            "spin-go",
+            &["spin-go"],
             "fuel = 100_000_000_000\ntimeout_ms = 300",
         ),
     ];
@@ -61,7 +68,15 @@ async fn ask(client: &mut agentserver::client::Client, message: &str) -> String 
 async fn each_language_answers_and_refuses_bad_input() {
     let server = polyglot_server().await;
     let (mut alice, catalog) = server.login("alice").await;
-    for tag in ["checksum", "echo", "sort", "stats", "stats-total"] {
+    for tag in [
+        "checksum",
+        "echo",
+        "sort",
+        "stats",
+        "stats-total",
+        "wordfreq",
+        "wordfreq-total",
+    ] {
         assert!(
             catalog.contains(&format!("tag=\"{tag}\"")),
             "{tag} in {catalog}"
@@ -80,6 +95,10 @@ async fn each_language_answers_and_refuses_bad_input() {
         ),
         ("<checksum>123456789</checksum>", "<crc32>cbf43926</crc32>"),
         (
+            r#"<wordfreq top="2">The cat and the hat</wordfreq>"#,
+            r#"<word-counts distinct="4" words="5"><word count="2">the</word><word count="1">and</word></word-counts>"#,
+        ),
+        (
             "<checksum>a &amp; b</checksum>",
             &format!("<crc32>{:08x}</crc32>", crc32(b"a & b")),
         ),
@@ -97,6 +116,11 @@ async fn each_language_answers_and_refuses_bad_input() {
             "malformed: ",
         ),
         ("<checksum><b>x</b></checksum>", "checksum", "malformed: "),
+        (
+            r#"<wordfreq top="none">x</wordfreq>"#,
+            "wordfreq",
+            "malformed: top=\"none\" is not a whole number from 1 to 1000",
+        ),
     ];
     for (question, agent, reason) in refusals {
         let frame = ask(&mut alice, question).await;
@@ -113,12 +137,13 @@ async fn each_language_answers_and_refuses_bad_input() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interpreters_stuck_in_a_loop_fail_while_the_others_answer() {
+async fn agents_stuck_in_a_loop_fail_while_the_others_answer() {
     let server = polyglot_server().await;
     let (mut alice, _) = server.login("alice").await;
     alice.send("<spin-py/>").await.expect("send");
     alice.send("<spin-js/>").await.expect("send");
-    // Answered while both interpreters spin.
+    alice.send("<spin-go/>").await.expect("send");
+    // Answered while the two interpreters and the Go program spin.
     alice
         .send("<checksum>123456789</checksum>")
         .await
@@ -126,10 +151,10 @@ async fn interpreters_stuck_in_a_loop_fail_while_the_others_answer() {
     alice.send("<stats>2 4</stats>").await.expect("send");
 
     let mut frames = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         frames.push(recv_text(&mut alice).await);
     }
-    for agent in ["spin-py", "spin-js"] {
+    for agent in ["spin-py", "spin-js", "spin-go"] {
         let failure = frames
             .iter()
             .find(|f| f.starts_with(&format!(r#"<error agent="{agent}" code="agent-failed""#)))
@@ -158,7 +183,7 @@ async fn interpreters_stuck_in_a_loop_fail_while_the_others_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_python_agent_keeps_state_per_session() {
+async fn python_and_go_agents_keep_state_per_session() {
     let server = polyglot_server().await;
     let (mut alice, _) = server.login("alice").await;
     let (mut bob, _) = server.login("bob").await;
@@ -176,6 +201,24 @@ async fn a_python_agent_keeps_state_per_session() {
     assert!(
         payload(&bob_total).starts_with(r#"<stats-result count="2" mean="6""#),
         "{bob_total}"
+    );
+
+    ask(&mut alice, "<wordfreq>to be or not to be</wordfreq>").await;
+    ask(&mut bob, "<wordfreq>be quick</wordfreq>").await;
+    ask(&mut alice, "<wordfreq>be</wordfreq>").await;
+    let alice_words = ask(&mut alice, r#"<wordfreq-total top="1"/>"#).await;
+    assert!(
+        payload(&alice_words).ends_with(
+            r#"<word-counts distinct="4" texts="2" words="7"><word count="3">be</word></word-counts>"#
+        ),
+        "{alice_words}"
+    );
+    let bob_words = ask(&mut bob, r#"<wordfreq-total top="1"/>"#).await;
+    assert!(
+        payload(&bob_words).ends_with(
+            r#"<word-counts distinct="2" texts="1" words="2"><word count="1">be</word></word-counts>"#
+        ),
+        "{bob_words}"
     );
     server.stop().await;
 }

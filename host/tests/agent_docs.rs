@@ -45,7 +45,7 @@ struct Server {
 
 /// Users who carry the commands: one per command, since a TOTP code is
 /// accepted once.
-const CARRIERS: usize = 8;
+const CARRIERS: usize = 10;
 
 impl Server {
     fn start() -> Server {
@@ -163,6 +163,11 @@ async fn each_language_page_deploys_and_removes_its_agent() {
             "c.md",
             "<checksum>123456789</checksum>",
             "<crc32>cbf43926</crc32>",
+        ),
+        (
+            "go.md",
+            r#"<wordfreq top="2">The cat and the hat</wordfreq>"#,
+            r#"<word-counts distinct="4" words="5"><word count="2">the</word><word count="1">and</word></word-counts>"#,
         ),
     ];
     let mut carriers = (1..=CARRIERS).map(|n| format!("owner{n}"));
