@@ -1,5 +1,5 @@
 //! The first minutes of a new user: `make run` in a clean copy of the
-//! repository, with the toolchains of the Python, JavaScript and C agents
+//! repository, with the toolchains of the Python, JavaScript, C and Go agents
 //! absent from `PATH` and `AGENT_TOOLS=no` (so nothing is installed), builds
 //! the host and the Rust agents, serves them over WSS, and names each missing
 //! toolchain without stopping.
@@ -235,7 +235,9 @@ async fn make_run_in_a_clean_copy_serves_the_rust_agents_and_names_missing_toolc
     assert!(javascript.contains("componentize-js"), "{javascript}");
     let c = run.wait_for("not serving checksum", JOIN_WAIT);
     assert!(c.contains("wit-bindgen"), "{c}");
-    for line in [&python, &javascript, &c] {
+    let go = run.wait_for("not serving wordfreq", JOIN_WAIT);
+    assert!(go.contains("Go 1.27"), "{go}");
+    for line in [&python, &javascript, &c, &go] {
         assert!(line.contains("make agent-tools"), "{line}");
     }
     run.wait_for("agents: done", JOIN_WAIT);
