@@ -435,3 +435,71 @@ async fn a_javascript_agent_fetches_within_the_same_grant() {
     );
     server.stop().await;
 }
+
+/// A Go agent's `net/http` client, over the guest SDK's wasi:http transport:
+/// a granted host answers, with the secret added by the host and never seen
+/// by the agent or the client; a host the grant does not name is refused
+/// before any connection, and Go's client reports the wasi:http error code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_agent_reaches_a_granted_host_through_net_http() {
+    let upstream = Upstream::start().await;
+    let by_name = format!("http://localhost:{}", upstream.port);
+    let extra = format!(
+        "secrets = \"secrets.toml\"\n\
+         [[agent]]\nname = \"fetch-go\"\ncomponent = {:?}\nlistens = [\"fetch-go\"]\ntimeout_ms = 10000\n\
+         [agent.http]\nallow = [{:?}]\n\
+         [[agent.http.header]]\nhost = {:?}\nname = \"authorization\"\nvalue = \"Bearer {{secret:upstream}}\"\n",
+        agent_wasm("fetch-go").display().to_string(),
+        upstream.base(),
+        upstream.base(),
+    );
+    let server = TestServer::start_with_files(
+        &[("alice", &["fetch-go"])],
+        &[],
+        &extra,
+        &[("secrets.toml", &format!("upstream = \"{SECRET}\"\n"), 0o600)],
+    )
+    .await;
+    let (mut alice, _) = server.login("alice").await;
+
+    let url = format!("{}/hello", upstream.base());
+    alice
+        .send(&format!("<fetch-go url=\"{url}\"/>"))
+        .await
+        .unwrap();
+    let answer = recv_text(&mut alice).await;
+    assert!(
+        answer.contains(r#"<fetched bytes="19" status="200">hello from upstream"#),
+        "{answer}"
+    );
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "GET");
+    assert_eq!(seen[0].path, "/hello");
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(&*format!("Bearer {SECRET}"))
+    );
+    assert_secret_hidden(&server, std::slice::from_ref(&answer));
+    let records = http_records(&server);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].from, "fetch-go");
+
+    alice
+        .send(&format!("<fetch-go url=\"{by_name}/hello\"/>"))
+        .await
+        .unwrap();
+    let refused = recv_text(&mut alice).await;
+    assert!(
+        refused.contains(&format!(
+            "<fetch-failed url=\"{by_name}/hello\">Get \"{by_name}/hello\": HTTP-request-denied</fetch-failed>"
+        )),
+        "{refused}"
+    );
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "the host connected where it must not"
+    );
+    server.stop().await;
+}

@@ -55,7 +55,9 @@ async fn wordfreq_keeps_a_tally_per_session() {
     .await;
     assert_eq!(
         alice.unwrap(),
-        [r#"<word-counts distinct="3" texts="2" words="5"><word count="2">a</word><word count="2">b</word></word-counts>"#]
+        [
+            r#"<word-counts distinct="3" texts="2" words="5"><word count="2">a</word><word count="2">b</word></word-counts>"#
+        ]
     );
     let bob = call(
         &wordfreq,

@@ -2,14 +2,16 @@
 # Builds the Go example agents into OUTDIR/NAME.wasm, one component per
 # folder example-agents/go/NAME/ holding a Go module `wit_component` whose
 # package export_wit_world implements the world's `handle`, most simply with
-# the package `agent` of guest-sdk/go:
+# the package `agent` of guest-sdk/go. The world is `agent` unless the file
+# NAME/wit-world names another (agent-http: then guest-sdk/go/wasihttp, an
+# http.RoundTripper over wasi:http, comes along too):
 #
 #   copy the folder, and guest-sdk/go/agent into it   -> target/go-agents/NAME/
-#   wit-bindgen go wit --world agent  the bindings, next to the agent's code
+#   wit-bindgen go wit --world WORLD  the bindings, next to the agent's code
 #                       (its go.mod gets a `replace` to the support package)
 #   GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared
 #                                     a wasip1 reactor module -> core.wasm
-#   wasm-tools component embed wit --world agent       -> embedded.wasm
+#   wasm-tools component embed wit --world WORLD       -> embedded.wasm
 #   wasm-tools component new --adapt wasi_snapshot_preview1=<reactor adapter>
 #                                     the component            -> OUTDIR/NAME.wasm
 #
@@ -69,16 +71,21 @@ for name in "${names[@]}"; do
     rm -rf "$work"
     mkdir -p "$work"
     cp -R "$src/." "$work/"
-    rm -f "$work/go.mod" "$work/go.sum"
+    rm -f "$work/go.mod" "$work/go.sum" "$work/wit-world"
+    world=agent
+    [ -f "$src/wit-world" ] && world=$(tr -d '[:space:]' <"$src/wit-world")
     cp -R guest-sdk/go/agent "$work/agent"
-    if ! log=$(wit-bindgen go wit --world agent --out-dir "$work" 2>&1); then
+    case "$world" in
+        *http*) cp -R guest-sdk/go/wasihttp "$work/wasihttp" ;;
+    esac
+    if ! log=$(wit-bindgen go wit --world "$world" --out-dir "$work" 2>&1); then
         echo "$log" >&2
         exit 1
     fi
     echo "replace go.bytecodealliance.org/pkg $GO_WIT_PKG_VERSION => $root/$GO_WIT_PKG" >>"$work/go.mod"
     (cd "$work" && GOOS=wasip1 GOARCH=wasm "$go" build -trimpath -buildmode=c-shared \
         -ldflags='-checklinkname=0 -s -w' -o core.wasm .)
-    "$WASM_TOOLS" component embed wit --world agent "$work/core.wasm" -o "$work/embedded.wasm"
+    "$WASM_TOOLS" component embed wit --world "$world" "$work/core.wasm" -o "$work/embedded.wasm"
     "$WASM_TOOLS" component new "$work/embedded.wasm" \
         --adapt "wasi_snapshot_preview1=$adapter" -o "$work/$name.wasm"
     "$WASM_TOOLS" validate "$work/$name.wasm"
