@@ -1,6 +1,7 @@
 //! What an agent costs in each language: the smallest echo agent of each
 //! (`echo`, Rust; `echo-py`, componentize-py; `echo-js`, componentize-js;
-//! `echo-c`, clang + wasi-libc) measured the same way, in one run:
+//! `echo-c`, clang + wasi-libc; `echo-go`, Go for wasip1) measured the same
+//! way, in one run:
 //!
 //! - component size;
 //! - compile time (Cranelift, from the component's bytes) and the load time
@@ -27,11 +28,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const LANGUAGES: [(&str, &str); 4] = [
+const LANGUAGES: [(&str, &str); 5] = [
     ("Rust", "echo"),
     ("Python", "echo-py"),
     ("JavaScript", "echo-js"),
     ("C", "echo-c"),
+    ("Go", "echo-go"),
 ];
 /// Sessions (live instances) the memory figure is measured over.
 const SESSIONS: usize = 1_000;
