@@ -69,10 +69,14 @@ agent-tests:
 
 ## System tools the tests use, from Debian when missing: chromium, node and
 ## npm for the browser test, redis-server for the Redis backend, openssl to
-## read the keys `identity generate` writes.
+## read the keys `identity generate` writes, nginx (with its stream module)
+## and caddy, the reverse proxies deploy/ configures.
 sysdeps:
 	@need=""; \
 	command -v chromium >/dev/null || need="$$need chromium"; \
+	command -v nginx >/dev/null || need="$$need nginx"; \
+	test -f /usr/lib/nginx/modules/ngx_stream_module.so || need="$$need libnginx-mod-stream"; \
+	command -v caddy >/dev/null || need="$$need caddy"; \
 	command -v redis-server >/dev/null || need="$$need redis-server"; \
 	command -v openssl >/dev/null || need="$$need openssl"; \
 	command -v npm >/dev/null || need="$$need nodejs npm"; \

@@ -4,7 +4,9 @@
 //! whose calls fail one after another one warning; a log written to a file
 //! carries no terminal colour codes; `--log-format json` writes one JSON
 //! object a line; a port out of file descriptors backs off, says so once,
-//! and serves again when descriptors are free.
+//! and serves again when descriptors are free; one address holding
+//! thousands of connections is capped, and the total too, each said once,
+//! while logged-in users go on.
 
 mod support;
 
@@ -216,6 +218,15 @@ async fn an_agent_failing_call_after_call_leaves_one_warning() {
 async fn out_of_file_descriptors_the_port_backs_off_says_so_once_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let secret = organism(dir.path());
+    // The per-address cap would close this flood long before the
+    // descriptors run out (the next test): lift it, as if the connections
+    // came from many addresses.
+    let config = std::fs::read_to_string(dir.path().join("organism.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("organism.toml"),
+        format!("max_unauthenticated_per_address = 100000\n{config}"),
+    )
+    .unwrap();
     let server = Logged::start_limited(dir.path(), &[], Some(128));
     let address = server
         .url
@@ -265,4 +276,136 @@ async fn out_of_file_descriptors_the_port_backs_off_says_so_once_and_recovers() 
         streaks.len().is_multiple_of(2),
         "the last streak never ended:\n{log}"
     );
+}
+
+/// A TCP connection to `to` from `from` (any 127.x address is loopback).
+async fn connect_from(from: &str, to: &str) -> std::io::Result<std::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{from}:0").parse().unwrap())?;
+    let stream = socket.connect(to.parse().unwrap()).await?.into_std()?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// Whether the server has closed `stream` (it reads end of file or a reset
+/// within a moment, where a connection it keeps reads nothing).
+fn closed_by_server(mut stream: &std::net::TcpStream) -> bool {
+    use std::io::Read as _;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) => !matches!(
+            error.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holding_thousands_of_connections_does_not_crowd_out_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = organism(dir.path());
+    let bob_secret = add_user(&dir.path().join("users.toml"), "bob", &["echo".into()]).unwrap();
+    let config = std::fs::read_to_string(dir.path().join("organism.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("organism.toml"),
+        format!("max_connections = 100\nmax_unauthenticated_per_address = 20\n{config}"),
+    )
+    .unwrap();
+    // Fewer descriptors than the flood has connections.
+    let server = Logged::start_limited(dir.path(), &[], Some(256));
+    let address = server
+        .url
+        .trim_start_matches("wss://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut alice = server.login("alice", &secret).await;
+
+    // 127.0.0.2 opens 1,000 connections and leaves them idle, some with half
+    // a TLS handshake sent.
+    let mut held = Vec::new();
+    for n in 0..1_000 {
+        let Ok(mut stream) = connect_from("127.0.0.2", &address).await else {
+            continue;
+        };
+        if n % 2 == 0 {
+            use std::io::Write as _;
+            let _ = stream.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
+        }
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kept = held
+        .iter()
+        .filter(|stream| !closed_by_server(stream))
+        .count();
+    assert!(
+        kept <= 20,
+        "the server kept {kept} of one address's connections"
+    );
+
+    // Meanwhile: alice is served, and bob logs in from another address.
+    alice.send("<echo>still served</echo>").await.unwrap();
+    match receive(&mut alice).await {
+        Received::Text(text) => assert!(text.contains("<echoed>still served</echoed>"), "{text}"),
+        Received::Closed(code, reason) => panic!("alice closed: {code} {reason}"),
+    }
+    let mut bob = server.login("bob", &bob_secret).await;
+    bob.send("<echo>bob too</echo>").await.unwrap();
+    match receive(&mut bob).await {
+        Received::Text(text) => assert!(text.contains("<echoed>bob too</echoed>"), "{text}"),
+        Received::Closed(code, reason) => panic!("bob closed: {code} {reason}"),
+    }
+
+    // Four more addresses, twenty each: past max_connections, new
+    // connections are closed at once, and the logged-in ones go on.
+    let mut crowd = Vec::new();
+    for from in [
+        "127.0.0.3",
+        "127.0.0.4",
+        "127.0.0.5",
+        "127.0.0.6",
+        "127.0.0.7",
+    ] {
+        for _ in 0..20 {
+            if let Ok(stream) = connect_from(from, &address).await {
+                crowd.push(stream);
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let crowd_kept = crowd
+        .iter()
+        .filter(|stream| !closed_by_server(stream))
+        .count();
+    assert!(crowd_kept < 100, "the server kept all {crowd_kept}");
+    alice.send("<echo>at capacity</echo>").await.unwrap();
+    match receive(&mut alice).await {
+        Received::Text(text) => assert!(text.contains("<echoed>at capacity</echoed>"), "{text}"),
+        Received::Closed(code, reason) => panic!("alice closed: {code} {reason}"),
+    }
+    drop(held);
+    drop(crowd);
+
+    let log = server.stop(dir.path());
+    let per_address: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("too many that have not logged in"))
+        .collect();
+    assert!(!per_address.is_empty(), "{log}");
+    assert!(per_address[0].contains("address=127.0.0.2"), "{log}");
+    assert!(
+        per_address.len() <= 5,
+        "one line per streak, not one per connection:\n{log}"
+    );
+    let capacity: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("max_connections are open"))
+        .collect();
+    assert!(!capacity.is_empty(), "{log}");
+    assert!(capacity.len() <= 5, "{log}");
 }

@@ -120,8 +120,8 @@ fn connection(error: impl std::fmt::Display) -> ClientError {
     ClientError::Connection(error.to_string())
 }
 
-/// Opens a TLS connection to the host of `url` (`wss://` or `https://`).
-async fn tls_connect(url: &str, trust: &Trust) -> Result<TlsStream<TcpStream>, ClientError> {
+/// The host of `url` (`wss://` or `https://`) and its `host:port`.
+fn host_and_address(url: &str) -> Result<(&str, String), ClientError> {
     let rest = url
         .strip_prefix("wss://")
         .or_else(|| url.strip_prefix("https://"))
@@ -136,6 +136,23 @@ async fn tls_connect(url: &str, trust: &Trust) -> Result<TlsStream<TcpStream>, C
     } else {
         format!("{authority}:443")
     };
+    Ok((host, address))
+}
+
+/// Opens a TLS connection to the host of `url` (`wss://` or `https://`).
+async fn tls_connect(url: &str, trust: &Trust) -> Result<TlsStream<TcpStream>, ClientError> {
+    let (_, address) = host_and_address(url)?;
+    let tcp = TcpStream::connect(&address).await.map_err(connection)?;
+    tls_over(url, trust, tcp).await
+}
+
+/// Runs TLS for the host of `url` over `tcp`.
+async fn tls_over(
+    url: &str,
+    trust: &Trust,
+    tcp: TcpStream,
+) -> Result<TlsStream<TcpStream>, ClientError> {
+    let (host, _) = host_and_address(url)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -156,7 +173,6 @@ async fn tls_connect(url: &str, trust: &Trust) -> Result<TlsStream<TcpStream>, C
             builder.with_root_certificates(store).with_no_client_auth()
         }
     };
-    let tcp = TcpStream::connect(&address).await.map_err(connection)?;
     let _ = tcp.set_nodelay(true);
     let name = ServerName::try_from(host.to_owned()).map_err(connection)?;
     tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -198,6 +214,21 @@ impl Client {
     /// Connects to `url` (`wss://host:port/`), trusting the server as `trust` says.
     pub async fn connect(url: &str, trust: &Trust) -> Result<Client, ClientError> {
         let tls = tls_connect(url, trust).await?;
+        let (ws, _) = tokio_tungstenite::client_async(url, tls)
+            .await
+            .map_err(connection)?;
+        Ok(Client { ws })
+    }
+
+    /// Like [`Client::connect`], over a TCP connection already open to the
+    /// server: one bound to a chosen local address, say, or one on which
+    /// a PROXY protocol header was sent first.
+    pub async fn connect_over(
+        url: &str,
+        trust: &Trust,
+        tcp: TcpStream,
+    ) -> Result<Client, ClientError> {
+        let tls = tls_over(url, trust, tcp).await?;
         let (ws, _) = tokio_tungstenite::client_async(url, tls)
             .await
             .map_err(connection)?;

@@ -4,6 +4,7 @@
 //! Paths are relative to the configuration file. Every setting but the
 //! agents' names, components and tags has a default.
 
+pub use super::proxy::{AddressRange, TrustedProxies};
 use crate::capability::{
     AgentGrants, AllowedHost, BucketQuota, HttpGrant, SecretHeader, StorageGrant,
 };
@@ -37,8 +38,13 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "session_timeout",
     "max_instances",
     "secrets",
+    "max_connections",
+    "max_unauthenticated_per_address",
+    "proxy",
     "agent",
 ];
+/// The keys of `[proxy]`.
+const PROXY_KEYS: &[&str] = &["from"];
 /// The keys of `[storage]`.
 const STORAGE_KEYS: &[&str] = &["backend", "url", "prefix"];
 /// The keys of an `[[agent]]`.
@@ -173,6 +179,16 @@ pub struct Config {
     pub secrets: Option<PathBuf>,
     /// Boot-time agents.
     pub agents: Vec<AgentConfig>,
+    /// Connections open at once; past it new ones are closed at once.
+    /// Default 10,000.
+    pub max_connections: usize,
+    /// Connections of one client address that have not logged in yet;
+    /// past it new ones from that address are closed at once. Default 64.
+    pub max_unauthenticated_per_address: usize,
+    /// Reverse proxies allowed to speak for clients (`[proxy] from`): their
+    /// PROXY protocol headers and `X-Forwarded-For` name the client.
+    /// Default: none.
+    pub proxies: TrustedProxies,
 }
 
 impl Config {
@@ -243,6 +259,38 @@ impl Config {
         let compile_cache = reader
             .path(root, "compile_cache")?
             .unwrap_or_else(|| data_dir.join("compiled"));
+        let proxies = match root.get("proxy") {
+            None => TrustedProxies::default(),
+            Some(item) => {
+                let table = item
+                    .as_table_like()
+                    .ok_or_else(|| reader.bad("proxy", "must be a table"))?;
+                reader.only_known(table, "proxy.", PROXY_KEYS)?;
+                let ranges = match table.get("from") {
+                    None => Vec::new(),
+                    Some(from) => from
+                        .as_array()
+                        .ok_or_else(|| {
+                            reader.bad("proxy.from", "must be a list of addresses or networks")
+                        })?
+                        .iter()
+                        .map(|value| {
+                            value
+                                .as_str()
+                                .ok_or_else(|| {
+                                    reader.bad(
+                                        "proxy.from",
+                                        "must be a list of addresses or networks",
+                                    )
+                                })?
+                                .parse::<AddressRange>()
+                                .map_err(|e| reader.bad("proxy.from", &e.to_string()))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                };
+                TrustedProxies::new(ranges)
+            }
+        };
         Ok(Config {
             listen,
             components_dir: reader
@@ -282,6 +330,13 @@ impl Config {
             compile_cache,
             secrets: reader.path(root, "secrets")?,
             agents,
+            max_connections: reader
+                .integer(root, "max_connections")?
+                .map_or(10_000, |n| (n as usize).max(1)),
+            max_unauthenticated_per_address: reader
+                .integer(root, "max_unauthenticated_per_address")?
+                .map_or(64, |n| (n as usize).max(1)),
+            proxies,
         })
     }
 }
@@ -513,6 +568,12 @@ data_dir = "data"
 users = "users.toml"
 identity = "identity.pub"
 
+max_connections = 5000
+max_unauthenticated_per_address = 16
+
+[proxy]
+from = ["127.0.0.1", "10.0.0.0/8"]
+
 [storage]
 backend = "sqlite"
 
@@ -532,6 +593,15 @@ timeout_ms = 1000
         assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(config.data_dir, Path::new("/etc/org/data"));
         assert_eq!(config.storage, StorageConfig::Sqlite);
+        assert_eq!(
+            (
+                config.max_connections,
+                config.max_unauthenticated_per_address
+            ),
+            (5000, 16)
+        );
+        assert!(config.proxies.contains("10.9.8.7".parse().unwrap()));
+        assert!(!config.proxies.contains("192.0.2.1".parse().unwrap()));
         assert_eq!(config.agents.len(), 1);
         let calc = &config.agents[0];
         assert_eq!(calc.component, Path::new("/etc/org/agents/calculator.wasm"));
@@ -551,6 +621,26 @@ timeout_ms = 1000
         )
         .unwrap_err();
         assert!(err.to_string().contains("agent `x`: component"), "{err}");
+        let err = Config::parse(
+            "[proxy]\nfrom = [\"10.0.0.0/33\"]\n",
+            Path::new("o.toml"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "o.toml: `proxy.from`: \"10.0.0.0/33\" is not an address or a network such as 10.0.0.0/8"
+        );
+        let err = Config::parse(
+            "[proxy]\nfrom = \"10.0.0.1\"\n",
+            Path::new("o.toml"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "o.toml: `proxy.from`: must be a list of addresses or networks"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@
 use super::catalog::{capabilities, catalog_frame, CatalogHeader};
 use super::flood::FloodGuard;
 use super::gate::{GateKey, Socket};
+use super::pressure::PendingSlot;
 use super::State;
 use crate::auth::{Allow, AuthenticatedUser};
 use crate::bus::ThreadWorker;
@@ -53,14 +54,23 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The one answer to every failed login.
 const AUTH_FAILED: &str = "authentication failed";
 
-/// Serves one upgraded connection to its end.
-pub(crate) async fn serve(state: Arc<State>, mut ws: Socket, gate: GateKey, peer: SocketAddr) {
+/// Serves one upgraded connection to its end. `unauthenticated` holds the
+/// connection's place among its address's connections that have not logged
+/// in; it is given back at login.
+pub(crate) async fn serve(
+    state: Arc<State>,
+    mut ws: Socket,
+    gate: GateKey,
+    peer: SocketAddr,
+    unauthenticated: PendingSlot,
+) {
     let _open = Counted::new(&state.counters.connections);
     let Some(login) = authenticate(&state, &mut ws, peer).await else {
         state.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
         close(&mut ws, CloseCode::Policy, AUTH_FAILED).await;
         return;
     };
+    drop(unauthenticated);
     gate.open();
     let user = match &login {
         Login::Fresh(user) => user.name().to_owned(),

@@ -1,7 +1,7 @@
 //! The routes of the one port: the WebSocket channel and the web console
 //! on `/`, `/healthz`, `/metrics`; anything else is 404.
 
-use super::{connection, gate, metrics, State};
+use super::{connection, gate, metrics, proxy, State};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
@@ -26,7 +26,8 @@ fn respond(
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
-/// Answers one HTTP request.
+/// Answers one HTTP request from `peer` (the client a trusted proxy's
+/// PROXY header named, or the TCP peer).
 pub(crate) async fn handle(
     state: Arc<State>,
     mut request: Request<hyper::body::Incoming>,
@@ -34,6 +35,14 @@ pub(crate) async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path();
     if path == "/" && hyper_tungstenite::is_upgrade_request(&request) {
+        let client = proxy::forwarded_client(request.headers(), peer, &state.proxies);
+        let Ok(unauthenticated) = state.limits.try_pending(client.ip()) else {
+            return Ok(respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "too many connections from this address that have not logged in\n",
+            ));
+        };
         // tungstenite refuses frames past this hard cap before buffering
         // them (close 1009); frames between `max_message_bytes` and the cap
         // get a polite bad-frame error from the connection, unless they are
@@ -55,7 +64,7 @@ pub(crate) async fn handle(
             Ok((switching, upgrade)) => {
                 tokio::spawn(async move {
                     if let Ok((socket, key)) = gate::open(upgrade, config).await {
-                        connection::serve(state, socket, key, peer).await;
+                        connection::serve(state, socket, key, client, unauthenticated).await;
                     }
                 });
                 switching

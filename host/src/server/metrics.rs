@@ -22,6 +22,11 @@ pub(crate) fn render(state: &State) -> String {
         counters.connections.load(Ordering::Relaxed),
     );
     gauge(
+        "agentserver_tcp_connections",
+        "Open TCP connections, whatever their stage (max_connections caps them).",
+        state.limits.open() as u64,
+    );
+    gauge(
         "agentserver_sessions",
         "Authenticated sessions.",
         counters.sessions.load(Ordering::Relaxed),
@@ -56,6 +61,18 @@ pub(crate) fn render(state: &State) -> String {
         ),
         ("bad-frame", counters.bad_frames.load(Ordering::Relaxed)),
         ("flooding", counters.flood_closes.load(Ordering::Relaxed)),
+        (
+            "max-connections",
+            state.limits.refused_capacity.load(Ordering::Relaxed),
+        ),
+        (
+            "unauthenticated-per-address",
+            state.limits.refused_address.load(Ordering::Relaxed),
+        ),
+        (
+            "proxy-header",
+            counters.proxy_refusals.load(Ordering::Relaxed),
+        ),
     ] {
         let _ = writeln!(out, "agentserver_refusals_total{{kind=\"{kind}\"}} {value}");
     }

@@ -4,9 +4,10 @@
 //! # Tasks
 //!
 //! - The accept loop ([`RunningServer`]) takes TCP connections until
-//!   shutdown; each gets its own task, which does the TLS handshake (10 s at
-//!   most; a plaintext client gets nothing but a closed socket) and serves
-//!   HTTP/1.1 on it.
+//!   shutdown, within the caps of `pressure`; each gets its own task, which
+//!   reads a trusted proxy's PROXY header if one comes (`proxy`), does the
+//!   TLS handshake (10 s at most for both; a plaintext client gets nothing
+//!   but a closed socket) and serves HTTP/1.1 on it.
 //! - An upgraded WebSocket gets a task of its own (`connection`), which
 //!   owns the socket and the bus session.
 //! - Shutdown is a `watch` channel: the accept loop stops, connections close
@@ -23,6 +24,9 @@ mod flood;
 mod gate;
 mod http;
 mod metrics;
+mod pressure;
+mod proxy;
+mod stream;
 pub mod tls;
 
 pub use check::check;
@@ -54,6 +58,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use stream::ClientStream;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -122,6 +127,8 @@ pub(crate) struct Counters {
     pub(crate) auth_failures: AtomicU64,
     pub(crate) bad_frames: AtomicU64,
     pub(crate) flood_closes: AtomicU64,
+    /// Connections refused for their PROXY header (untrusted or malformed).
+    pub(crate) proxy_refusals: AtomicU64,
 }
 
 /// What every connection shares.
@@ -142,6 +149,10 @@ pub(crate) struct State {
     pub(crate) sessions: SessionRegistry,
     /// Failed resumes per peer address (the login path counts its own).
     pub(crate) resume_failures: FailureLimiter,
+    /// Reverse proxies allowed to speak for clients.
+    pub(crate) proxies: proxy::TrustedProxies,
+    /// The caps on open and not-yet-authenticated connections.
+    pub(crate) limits: Arc<pressure::ConnectionLimits>,
     per_user: Mutex<HashMap<String, usize>>,
     _runtime: Arc<Runtime>,
 }
@@ -566,6 +577,11 @@ async fn start_inner(
             let limits = AuthConfig::default();
             FailureLimiter::new(limits.max_failures, limits.failure_window)
         },
+        proxies: config.proxies.clone(),
+        limits: pressure::ConnectionLimits::new(
+            config.max_connections,
+            config.max_unauthenticated_per_address,
+        ),
         per_user: Mutex::new(HashMap::new()),
         _runtime: Arc::clone(&runtime),
     });
@@ -692,18 +708,58 @@ async fn accept(
                         "accepting connections again"
                     );
                 }
+                // Past the total cap the socket is closed at once: cheaper
+                // than anything a handshake would cost.
+                let Ok(open) = state.limits.try_open() else {
+                    continue;
+                };
+                // Counted against its address from the first moment, idle
+                // or not; a trusted proxy's own address carries many
+                // clients, which count once its header or requests name
+                // them.
+                let from_proxy = state.proxies.contains(peer.ip());
+                let pending = if from_proxy {
+                    None
+                } else {
+                    match state.limits.try_pending(peer.ip()) {
+                        Ok(slot) => Some(slot),
+                        Err(_) => continue,
+                    }
+                };
                 let _ = tcp.set_nodelay(true);
                 let tls = tls.clone();
                 let state = Arc::clone(&state);
                 connections.spawn(async move {
-                    let Ok(Ok(stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp)).await else {
+                    let mut tcp = tcp;
+                    let handshake = async {
+                        let (client, read) = match proxy::read_client_address(&mut tcp, peer, &state.proxies).await {
+                            Ok(read) => read,
+                            Err(error @ (proxy::ProxyHeaderError::Untrusted(_) | proxy::ProxyHeaderError::Malformed(_))) => {
+                                state.counters.proxy_refusals.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(%peer, %error, "connection refused");
+                                return None;
+                            }
+                            Err(proxy::ProxyHeaderError::Io(_)) => return None,
+                        };
+                        let pending = match pending {
+                            Some(slot) => Some(slot),
+                            None if from_proxy && client != peer => {
+                                Some(state.limits.try_pending(client.ip()).ok()?)
+                            }
+                            None => None,
+                        };
+                        let stream = tls.accept(ClientStream::new(tcp, read, open)).await.ok()?;
+                        Some((client, stream, pending))
+                    };
+                    let Ok(Some((client, stream, pending))) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await else {
                         return;
                     };
-                    let service = service_fn(move |request| http::handle(Arc::clone(&state), request, peer));
+                    let service = service_fn(move |request| http::handle(Arc::clone(&state), request, client));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
                         .await;
+                    drop(pending);
                 });
             }
             _ = shutdown.changed() => break,
