@@ -84,9 +84,10 @@ sysdeps:
 	@test -d tests/browser/node_modules/playwright-core || npm --prefix tests/browser ci --no-audit --no-fund --loglevel=error
 
 ## Python packages the tests and benchmarks use (lxml, the C14N oracle;
-## cryptography, the Ed25519 interoperability test).
+## cryptography, the Ed25519 interoperability test; websockets and pyotp,
+## the Python client library's dependencies).
 pydeps:
-	@python3 -c 'import lxml, cryptography' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	@python3 -c 'import lxml, cryptography, websockets, pyotp' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
 build:
 	$(CARGO) build -p agentserver

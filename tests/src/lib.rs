@@ -278,6 +278,18 @@ impl TestServer {
         self.code_at(user, std::time::SystemTime::now())
     }
 
+    /// `user`'s TOTP secret, base32 (as `agentserver user add
+    /// --secret-out` writes it), for clients that compute their own codes.
+    pub fn totp_secret(&self, user: &str) -> String {
+        agentserver::auth::encode_base32(&self.secrets[user])
+    }
+
+    /// The server's development certificate (PEM), which clients trust as
+    /// their CA.
+    pub fn ca_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("data/tls/cert.pem")
+    }
+
     /// `user`'s TOTP code at `time`.
     pub fn code_at(&self, user: &str, time: std::time::SystemTime) -> String {
         agentserver::auth::totp_code(&self.secrets[user], time)
