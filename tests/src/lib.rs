@@ -211,6 +211,27 @@ impl TestServer {
         extra: &str,
         files: &[(&str, &str, u32)],
     ) -> TestServer {
+        Self::launch(users, agents, extra, files, true).await
+    }
+
+    /// Like [`TestServer::start_with`], with the audit trail written to the
+    /// configured store's log, as `agentserver run` does ([`TestServer::audit`]
+    /// stays empty).
+    pub async fn start_stored(
+        users: &[(&str, &[&str])],
+        agents: &[AgentSpec<'_>],
+        extra: &str,
+    ) -> TestServer {
+        Self::launch(users, agents, extra, &[], false).await
+    }
+
+    async fn launch(
+        users: &[(&str, &[&str])],
+        agents: &[AgentSpec<'_>],
+        extra: &str,
+        files: &[(&str, &str, u32)],
+        audit_in_memory: bool,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         for (name, contents, mode) in files {
             use std::os::unix::fs::PermissionsExt as _;
@@ -247,9 +268,12 @@ impl TestServer {
         std::fs::write(&config_path, &config).expect("write config");
         let config = agentserver::server::Config::load(&config_path).expect("config");
         let audit = std::sync::Arc::new(agentserver::bus::MemoryAuditSink::new());
-        let server = agentserver::server::start_with_audit(config, audit.clone())
-            .await
-            .expect("start server");
+        let server = if audit_in_memory {
+            agentserver::server::start_with_audit(config, audit.clone()).await
+        } else {
+            agentserver::server::start(config).await
+        }
+        .expect("start server");
         TestServer {
             server: Some(server),
             dir,
@@ -389,45 +413,82 @@ pub async fn recv_until(client: &mut agentserver::client::Client, prefix: &str) 
     }
 }
 
-/// A real `redis-server` on a free loopback port, with nothing saved to
-/// disk, stopped when dropped.
+/// A real `redis-server` on a free loopback port, stopped when dropped.
 pub struct RedisServer {
-    child: std::process::Child,
+    child: Option<std::process::Child>,
     /// `redis://127.0.0.1:PORT`.
     pub url: String,
-    _dir: tempfile::TempDir,
+    port: u16,
+    persistent: bool,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
-    /// Starts one and waits until it answers `PING`.
+    /// Starts one that saves nothing to disk, and waits until it answers
+    /// `PING`.
     pub fn start() -> RedisServer {
-        use std::io::{Read as _, Write as _};
+        Self::launch(false)
+    }
+
+    /// Starts one that writes every change to its append-only file before
+    /// answering, so that what it acknowledged survives [`stop`](Self::stop)
+    /// and [`restart`](Self::restart).
+    pub fn start_persistent() -> RedisServer {
+        Self::launch(true)
+    }
+
+    fn launch(persistent: bool) -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
-        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = RedisServer {
+            child: None,
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            persistent,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        server.restart();
+        server
+    }
+
+    /// Kills the server (as a crash would).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and folder (after [`stop`](Self::stop)),
+    /// and waits until it answers `PING`.
+    pub fn restart(&mut self) {
+        use std::io::{Read as _, Write as _};
+        self.stop();
+        let appendonly = if self.persistent { "yes" } else { "no" };
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
-                &port.to_string(),
+                &self.port.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
                 "",
+                "--appendonly",
+                appendonly,
+                "--appendfsync",
+                "always",
+                "--dir",
             ])
-            .args(["--appendonly", "no", "--dir"])
-            .arg(dir.path())
+            .arg(self.dir.path())
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect(
                 "redis-server is missing: `make test` installs it (apt-get install redis-server)",
             );
-        let mut server = RedisServer {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-            _dir: dir,
-        };
+        self.child = Some(child);
+        let port = self.port;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let answered = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut tcp| {
@@ -437,10 +498,10 @@ impl RedisServer {
                 Ok(&answer == b"+PONG\r\n")
             });
             if matches!(answered, Ok(true)) {
-                return server;
+                return;
             }
             if std::time::Instant::now() > deadline {
-                let _ = server.child.kill();
+                self.stop();
                 panic!("redis-server did not answer on port {port} within 10 s");
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -450,7 +511,6 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

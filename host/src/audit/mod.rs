@@ -27,6 +27,7 @@ pub use memory::MemoryAuditStore;
 
 use crate::bus::{AuditKind, AuditRecord, AuditSink, SessionId, ThreadId};
 use crate::privileged::StoreError;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +37,10 @@ const PAGE: usize = 1_000;
 const WRITE_INTERVAL: Duration = Duration::from_millis(5);
 /// Queued entries that wake the writer at once.
 const WRITE_BATCH: usize = 512;
+/// Entries the log holds unstored at most while its store fails; past it
+/// the bus refuses new messages from clients (see
+/// [`AuditSink::is_backlogged`]). About 30 MB of typical entries.
+pub const MAX_HELD: usize = 100_000;
 
 /// Where audit entries are kept.
 pub trait AuditStore: Send + Sync {
@@ -186,6 +191,8 @@ impl Chain {
 /// The audit sink that chains and stores.
 pub struct AuditLog {
     shared: Arc<(Mutex<Pending>, Condvar)>,
+    /// Set while [`MAX_HELD`] entries wait for a failing store.
+    backlogged: Arc<AtomicBool>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -205,16 +212,19 @@ impl AuditLog {
             }),
             Condvar::new(),
         ));
+        let backlogged = Arc::new(AtomicBool::new(false));
         let writer = {
             let shared = Arc::clone(&shared);
+            let backlogged = Arc::clone(&backlogged);
             let chain = Chain { next_seq, previous };
             std::thread::Builder::new()
                 .name("audit-writer".into())
-                .spawn(move || write_loop(&shared, store.as_ref(), chain))
+                .spawn(move || write_loop(&shared, &backlogged, store.as_ref(), chain))
                 .map_err(|e| StoreError(format!("cannot start the audit writer: {e}")))?
         };
         Ok(AuditLog {
             shared,
+            backlogged,
             writer: Mutex::new(Some(writer)),
         })
     }
@@ -246,6 +256,12 @@ impl AuditSink for AuditLog {
         let mut pending = self.lock();
         pending.recorded += 1;
         pending.queue.push(queued);
+        if pending.queue.len() >= MAX_HELD && !self.backlogged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                held = pending.queue.len(),
+                "the audit log holds all the unstored entries it may: refusing new messages until its store takes them"
+            );
+        }
         // Wake the writer for the first entry of a batch (it then lets the
         // batch gather for a few milliseconds) and when the batch fills —
         // once each, since every wake-up is a system call.
@@ -254,6 +270,15 @@ impl AuditSink for AuditLog {
         if wake {
             self.shared.1.notify_all();
         }
+    }
+
+    fn held(&self) -> u64 {
+        let pending = self.lock();
+        pending.recorded - pending.written
+    }
+
+    fn is_backlogged(&self) -> bool {
+        self.backlogged.load(Ordering::Relaxed)
     }
 }
 
@@ -281,7 +306,12 @@ impl std::fmt::Debug for AuditLog {
 /// time, until closed and drained. A failed append is retried with the
 /// same entries, so the stored chain never has a hole; the bus goes on
 /// meanwhile.
-fn write_loop(shared: &(Mutex<Pending>, Condvar), store: &dyn AuditStore, mut chain: Chain) {
+fn write_loop(
+    shared: &(Mutex<Pending>, Condvar),
+    backlogged: &AtomicBool,
+    store: &dyn AuditStore,
+    mut chain: Chain,
+) {
     let (lock, ready) = shared;
     let mut records: Vec<QueuedRecord> = Vec::new();
     let mut batch: Vec<StoredEntry> = Vec::new();
@@ -320,6 +350,9 @@ fn write_loop(shared: &(Mutex<Pending>, Condvar), store: &dyn AuditStore, mut ch
                 }
                 let mut pending = lock.lock().unwrap_or_else(|e| e.into_inner());
                 pending.written += written;
+                if pending.queue.len() < MAX_HELD / 2 && backlogged.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("the audit log has room again: taking new messages");
+                }
                 drop(pending);
                 ready.notify_all();
             }

@@ -69,6 +69,18 @@ pub struct AuditRecord<'a> {
 pub trait AuditSink: Send + Sync {
     /// Records one entry.
     fn record(&self, record: AuditRecord<'_>);
+
+    /// Entries recorded and not yet stored.
+    fn held(&self) -> u64 {
+        0
+    }
+
+    /// Whether the sink holds as many unstored entries as it may (its
+    /// store has been failing): new messages from clients are then refused
+    /// until it has caught up, rather than carried without a record.
+    fn is_backlogged(&self) -> bool {
+        false
+    }
 }
 
 /// An owned copy of an [`AuditRecord`].

@@ -186,6 +186,17 @@ impl Bus {
         self.inner.audit.record(record);
     }
 
+    /// The audit sink's unstored entries (see [`AuditSink::held`]).
+    pub fn audit_held(&self) -> u64 {
+        self.inner.audit.held()
+    }
+
+    /// Whether the audit sink can take no more unstored entries (see
+    /// [`AuditSink::is_backlogged`]).
+    pub fn audit_backlogged(&self) -> bool {
+        self.inner.audit.is_backlogged()
+    }
+
     /// The bus's counters.
     pub fn metrics(&self) -> &BusMetrics {
         &self.inner.metrics

@@ -531,6 +531,16 @@ impl Connection {
             );
             return None;
         }
+        if self.state.bus.audit_backlogged() {
+            self.state
+                .counters
+                .storage_refusals
+                .fetch_add(1, Ordering::Relaxed);
+            self.session.outbox().push(
+                "<error code=\"storage-unavailable\">the audit log cannot be stored now; nothing was done: send it again later</error>".into(),
+            );
+            return None;
+        }
         if frame.len() > self.state.max_message_bytes {
             let refusal = format!(
                 "<error code=\"bad-frame\">frame is {} bytes; the limit is {}</error>",

@@ -27,6 +27,11 @@ pub(crate) fn render(state: &State) -> String {
         state.limits.open() as u64,
     );
     gauge(
+        "agentserver_audit_held",
+        "Audit entries recorded and not yet stored (grows while the store fails).",
+        state.bus.audit_held(),
+    );
+    gauge(
         "agentserver_sessions",
         "Authenticated sessions.",
         counters.sessions.load(Ordering::Relaxed),
@@ -72,6 +77,10 @@ pub(crate) fn render(state: &State) -> String {
         (
             "proxy-header",
             counters.proxy_refusals.load(Ordering::Relaxed),
+        ),
+        (
+            "storage-unavailable",
+            counters.storage_refusals.load(Ordering::Relaxed),
         ),
     ] {
         let _ = writeln!(out, "agentserver_refusals_total{{kind=\"{kind}\"}} {value}");

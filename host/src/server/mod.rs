@@ -129,6 +129,8 @@ pub(crate) struct Counters {
     pub(crate) flood_closes: AtomicU64,
     /// Connections refused for their PROXY header (untrusted or malformed).
     pub(crate) proxy_refusals: AtomicU64,
+    /// Messages refused because the audit log could not be stored.
+    pub(crate) storage_refusals: AtomicU64,
 }
 
 /// What every connection shares.

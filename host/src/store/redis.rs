@@ -20,12 +20,20 @@ use crate::audit::{decode_hash, AuditStore, StoredEntry, GENESIS};
 use crate::privileged::{AdmittedAgent, StoreError, StructureStore};
 use crate::runtime::ComponentHash;
 use crate::session::{SessionRecord, SessionStore, StoredSession};
-use redis::{Commands as _, Connection};
+use redis::{Commands as _, Connection, ConnectionLike as _};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long to wait for the server when connecting.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a reconnection may take while serving: a call waiting on it
+/// holds up whoever made it.
+const RECONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a command may wait for Redis to answer.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a failed reconnection, calls fail at once for this long rather
+/// than each waiting on a connection attempt of its own.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 
 /// An agent's hash fields as read: listens, description, limits, sha256,
 /// component.
@@ -39,8 +47,34 @@ type AgentFields = (
 
 /// A store on a Redis server.
 pub struct RedisStore {
-    connection: Mutex<Connection>,
+    client: redis::Client,
+    connection: Mutex<Link>,
     prefix: String,
+}
+
+/// The connection, and since when it has been lost.
+struct Link {
+    connection: Option<Connection>,
+    /// Since when Redis has been unreachable, and when to try it again.
+    lost: Option<(Instant, Instant)>,
+}
+
+/// The connection, held for one call.
+pub(super) struct Live<'a>(MutexGuard<'a, Link>);
+
+impl std::ops::Deref for Live<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        // `lock` hands out a `Live` only with a connection in place.
+        self.0.connection.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl std::ops::DerefMut for Live<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.0.connection.as_mut().unwrap_or_else(|| unreachable!())
+    }
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -51,6 +85,15 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// A connection with timeouts on every command, so that a Redis that stops
+/// answering fails calls instead of holding them forever.
+fn connect(client: &redis::Client, timeout: Duration) -> redis::RedisResult<Connection> {
+    let connection = client.get_connection_with_timeout(timeout)?;
+    connection.set_read_timeout(Some(COMMAND_TIMEOUT))?;
+    connection.set_write_timeout(Some(COMMAND_TIMEOUT))?;
+    Ok(connection)
+}
+
 fn failed(error: redis::RedisError) -> StoreError {
     StoreError(format!("redis: {error}"))
 }
@@ -59,20 +102,65 @@ impl RedisStore {
     /// Connects to `url` (`redis://host:port[/db]`); keys start with `prefix`.
     pub fn open(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(url).map_err(failed)?;
-        let mut connection = client
-            .get_connection_with_timeout(CONNECT_TIMEOUT)
-            .map_err(failed)?;
+        let mut connection = connect(&client, CONNECT_TIMEOUT).map_err(failed)?;
         redis::cmd("PING")
             .query::<String>(&mut connection)
             .map_err(failed)?;
         Ok(RedisStore {
-            connection: Mutex::new(connection),
+            client,
+            connection: Mutex::new(Link {
+                connection: Some(connection),
+                lost: None,
+            }),
             prefix: prefix.to_owned(),
         })
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.connection.lock().unwrap_or_else(|e| e.into_inner())
+    /// The connection, for one call: reconnected first if it was lost (a
+    /// Redis restart breaks it), or an error at once while Redis stays
+    /// unreachable. Losing it and getting it back are logged once each.
+    pub(super) fn lock(&self) -> redis::RedisResult<Live<'_>> {
+        let mut link = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        if link.connection.as_ref().is_some_and(|c| c.is_open()) {
+            return Ok(Live(link));
+        }
+        let now = Instant::now();
+        if let Some((_, retry_at)) = link.lost {
+            if now < retry_at {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "unreachable; reconnecting",
+                )
+                .into());
+            }
+        }
+        match connect(&self.client, RECONNECT_TIMEOUT) {
+            Ok(connection) => {
+                if let Some((since, _)) = link.lost.take() {
+                    tracing::warn!(
+                        after_ms = since.elapsed().as_millis() as u64,
+                        "redis reachable again"
+                    );
+                }
+                link.connection = Some(connection);
+                Ok(Live(link))
+            }
+            Err(error) => {
+                link.connection = None;
+                let since = match link.lost {
+                    Some((since, _)) => since,
+                    None => {
+                        tracing::warn!(
+                            %error,
+                            "redis unreachable; reconnecting, and serving what needs no storage meanwhile"
+                        );
+                        now
+                    }
+                };
+                link.lost = Some((since, now + RECONNECT_BACKOFF));
+                Err(error)
+            }
+        }
     }
 
     pub(super) fn key(&self, parts: &[&str]) -> String {
@@ -96,13 +184,13 @@ impl StructureStore for RedisStore {
             .arg("NX")
             .arg("EX")
             .arg(seconds)
-            .query(&mut *self.lock())
+            .query(&mut *self.lock().map_err(failed)?)
             .map_err(failed)?;
         Ok(set.is_some())
     }
 
     fn admitted_agents(&self) -> Result<Vec<AdmittedAgent>, StoreError> {
-        let mut connection = self.lock();
+        let mut connection = self.lock().map_err(failed)?;
         let mut names: Vec<String> = connection.smembers(self.key(&["agents"])).map_err(failed)?;
         names.sort();
         let mut agents = Vec::with_capacity(names.len());
@@ -152,7 +240,7 @@ impl StructureStore for RedisStore {
                 ],
             )
             .sadd(self.key(&["agents"]), &agent.name)
-            .query::<()>(&mut *self.lock())
+            .query::<()>(&mut *self.lock().map_err(failed)?)
             .map_err(failed)
     }
 
@@ -161,7 +249,7 @@ impl StructureStore for RedisStore {
             .atomic()
             .del(self.key(&["agent", name]))
             .srem(self.key(&["agents"]), name)
-            .query::<()>(&mut *self.lock())
+            .query::<()>(&mut *self.lock().map_err(failed)?)
             .map_err(failed)
     }
 
@@ -193,6 +281,7 @@ impl AuditStore for RedisStore {
     fn audit_head(&self) -> Result<Option<(u64, [u8; 32])>, StoreError> {
         let last: Option<String> = self
             .lock()
+            .map_err(failed)?
             .lindex(self.key(&["audit"]), -1)
             .map_err(failed)?;
         let Some(last) = last else { return Ok(None) };
@@ -210,6 +299,7 @@ impl AuditStore for RedisStore {
             .map(|e| format!("{}\t{}\t{}", e.seq, e.hash, e.entry))
             .collect();
         self.lock()
+            .map_err(failed)?
             .rpush::<_, _, ()>(self.key(&["audit"]), elements)
             .map_err(failed)
     }
@@ -221,6 +311,7 @@ impl AuditStore for RedisStore {
         let start = from.saturating_sub(1) as isize;
         let elements: Vec<String> = self
             .lock()
+            .map_err(failed)?
             .lrange(self.key(&["audit"]), start, start + limit as isize - 1)
             .map_err(failed)?;
         elements.iter().map(|e| parse_element(e)).collect()
@@ -241,7 +332,7 @@ impl SessionStore for RedisStore {
                 ],
             )
             .sadd(self.key(&["sessions"]), &record.id)
-            .query::<()>(&mut *self.lock())
+            .query::<()>(&mut *self.lock().map_err(failed)?)
             .map_err(failed)
     }
 
@@ -251,24 +342,26 @@ impl SessionStore for RedisStore {
             .del(self.key(&["session", id]))
             .del(self.key(&["frames", id]))
             .srem(self.key(&["sessions"]), id)
-            .query::<()>(&mut *self.lock())
+            .query::<()>(&mut *self.lock().map_err(failed)?)
             .map_err(failed)
     }
 
     fn append_frame(&self, id: &str, seq: u64, frame: &str) -> Result<(), StoreError> {
         self.lock()
+            .map_err(failed)?
             .zadd::<_, _, _, ()>(self.key(&["frames", id]), format!("{seq}\t{frame}"), seq)
             .map_err(failed)
     }
 
     fn remove_frames_through(&self, id: &str, seq: u64) -> Result<(), StoreError> {
         self.lock()
+            .map_err(failed)?
             .zrembyscore::<_, _, _, ()>(self.key(&["frames", id]), "-inf", seq)
             .map_err(failed)
     }
 
     fn load_sessions(&self) -> Result<Vec<StoredSession>, StoreError> {
-        let mut connection = self.lock();
+        let mut connection = self.lock().map_err(failed)?;
         let mut ids: Vec<String> = connection
             .smembers(self.key(&["sessions"]))
             .map_err(failed)?;

@@ -66,7 +66,7 @@ impl RedisStore {
 impl KeyValueStore for RedisStore {
     fn get(&self, bucket: &Bucket, key: &str) -> Result<Option<Vec<u8>>, KeyValueError> {
         let (hash, _) = self.bucket_keys(bucket);
-        self.lock().hget(hash, key).map_err(failed)
+        self.lock().map_err(failed)?.hget(hash, key).map_err(failed)
     }
 
     /// Reads under `WATCH` and writes in `MULTI`/`EXEC`, retried when
@@ -80,7 +80,7 @@ impl KeyValueStore for RedisStore {
     ) -> Result<Vec<u8>, KeyValueError> {
         let (hash, bytes_key) = self.bucket_keys(bucket);
         let buckets = self.buckets_key(&bucket.agent);
-        let mut connection = self.lock();
+        let mut connection = self.lock().map_err(failed)?;
         redis::transaction(
             &mut *connection,
             &[&hash, &bytes_key],
@@ -134,7 +134,7 @@ impl KeyValueStore for RedisStore {
             .arg(value)
             .arg(quota.max_keys)
             .arg(quota.max_bytes)
-            .invoke(&mut *self.lock())
+            .invoke(&mut *self.lock().map_err(failed)?)
             .map_err(failed)?;
         match code {
             0 => Ok(()),
@@ -145,7 +145,7 @@ impl KeyValueStore for RedisStore {
 
     fn delete(&self, bucket: &Bucket, key: &str) -> Result<(), KeyValueError> {
         let (hash, bytes_key) = self.bucket_keys(bucket);
-        let mut connection = self.lock();
+        let mut connection = self.lock().map_err(failed)?;
         redis::transaction(
             &mut *connection,
             &[&hash, &bytes_key],
@@ -172,7 +172,7 @@ impl KeyValueStore for RedisStore {
         cursor: u64,
     ) -> Result<(Vec<String>, Option<u64>), KeyValueError> {
         let (hash, _) = self.bucket_keys(bucket);
-        let mut keys: Vec<String> = self.lock().hkeys(hash).map_err(failed)?;
+        let mut keys: Vec<String> = self.lock().map_err(failed)?.hkeys(hash).map_err(failed)?;
         keys.sort();
         Ok(page(keys.iter(), cursor))
     }
@@ -185,13 +185,13 @@ impl KeyValueStore for RedisStore {
             .ignore()
             .srem(self.buckets_key(&bucket.agent), &hash)
             .ignore()
-            .exec(&mut *self.lock())
+            .exec(&mut *self.lock().map_err(failed)?)
             .map_err(failed)
     }
 
     fn remove_agent(&self, agent: &str) -> Result<(), KeyValueError> {
         let buckets_key = self.buckets_key(agent);
-        let mut connection = self.lock();
+        let mut connection = self.lock().map_err(failed)?;
         let buckets: Vec<String> = connection.smembers(&buckets_key).map_err(failed)?;
         let mut pipe = redis::pipe();
         pipe.atomic();
