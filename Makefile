@@ -70,7 +70,9 @@ agent-tests:
 ## System tools the tests use, from Debian when missing: chromium, node and
 ## npm for the browser test, redis-server for the Redis backend, openssl to
 ## read the keys `identity generate` writes, nginx (with its stream module)
-## and caddy, the reverse proxies deploy/ configures.
+## and caddy, the reverse proxies deploy/ configures, systemd for
+## `systemd-analyze`, which checks the unit in deploy/ (`verify`, `security
+## --offline`; nothing is started).
 sysdeps:
 	@need=""; \
 	command -v chromium >/dev/null || need="$$need chromium"; \
@@ -79,6 +81,7 @@ sysdeps:
 	command -v caddy >/dev/null || need="$$need caddy"; \
 	command -v redis-server >/dev/null || need="$$need redis-server"; \
 	command -v openssl >/dev/null || need="$$need openssl"; \
+	command -v systemd-analyze >/dev/null || need="$$need systemd"; \
 	command -v npm >/dev/null || need="$$need nodejs npm"; \
 	if [ -n "$$need" ]; then $(SUDO) apt-get update -qq && $(APT_INSTALL) $$need; fi
 	@test -d tests/browser/node_modules/playwright-core || npm --prefix tests/browser ci --no-audit --no-fund --loglevel=error
