@@ -6,55 +6,12 @@
 use agentserver::bus::AuditKind;
 use agentserver::capability::{BucketQuota, KeyValueStore, MemoryKeyValueStore, StorageGrant};
 use agentserver::runtime::{AgentLimits, Delivery, Runtime, RuntimeServices, SessionKey};
-use agentserver_tests::{agent_wasm, recv_text, recv_until, small_runtime_config, TestServer};
+use agentserver_tests::{
+    agent_wasm, recv_text, recv_until, small_runtime_config, MockLlm, TestServer,
+};
 use std::sync::Arc;
 
 const SECRET: &str = "sk-mock-7d41";
-
-/// The mock model server, stopped when dropped.
-struct MockLlm {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl MockLlm {
-    fn start() -> MockLlm {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../example-agents/mock-llm/server.py"
-        );
-        let child = std::process::Command::new("python3")
-            .args([script, "--port", &port.to_string(), "--api-key", SECRET])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 runs the mock model server");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the mock model server did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        MockLlm { child, port }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/v1/chat/completions", self.port)
-    }
-}
-
-impl Drop for MockLlm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn llm_server(mock: &MockLlm) -> TestServer {
     let base = format!("http://127.0.0.1:{}", mock.port);
@@ -105,7 +62,7 @@ async fn ask(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_llm_agent_streams_its_answer_and_remembers_the_conversation() {
-    let mock = MockLlm::start();
+    let mock = MockLlm::start(Some(SECRET));
     let server = llm_server(&mock).await;
     let (mut alice, catalog) = server.login("alice").await;
     assert!(catalog.contains("tag=\"ask\""), "{catalog}");
@@ -153,7 +110,7 @@ async fn the_llm_agent_streams_its_answer_and_remembers_the_conversation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_keeps_sessions_apart_and_holds_to_its_quota() {
-    let mock = MockLlm::start();
+    let mock = MockLlm::start(Some(SECRET));
     let server = llm_server(&mock).await;
     let (mut alice, _) = server.login("alice").await;
     let (mut bob, _) = server.login("bob").await;

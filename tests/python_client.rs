@@ -10,7 +10,7 @@
 
 use agentserver::privileged::{Command, ComponentSource, Registration};
 use agentserver::runtime::ComponentHash;
-use agentserver_tests::{agent_bytes, agent_wasm, AgentSpec, TestServer};
+use agentserver_tests::{agent_bytes, agent_wasm, AgentSpec, MockLlm, TestServer};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
@@ -25,52 +25,6 @@ fn workspace() -> PathBuf {
 /// The Python package's folder.
 fn package() -> PathBuf {
     workspace().join("clients/python")
-}
-
-/// The mock model server (`example-agents/mock-llm`), stopped when dropped.
-struct MockLlm {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl MockLlm {
-    fn start() -> MockLlm {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = std::process::Command::new("python3")
-            .arg(workspace().join("example-agents/mock-llm/server.py"))
-            .args(["--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs the mock model server");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the mock model server did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        MockLlm { child, port }
-    }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn endpoint(&self) -> String {
-        format!("{}/v1/chat/completions", self.base())
-    }
-}
-
-impl Drop for MockLlm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The `[[agent]]` table of the llm agent, allowed to reach `mock`.
@@ -194,7 +148,7 @@ const AGENTS: &[AgentSpec<'static>] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_logs_in_asks_streams_and_keeps_within_the_limits() {
-    let mock = MockLlm::start();
+    let mock = MockLlm::start(None);
     // hostile runs one call at a time and queues none, so that a second
     // caller is told `busy`.
     let extra = format!(
@@ -265,7 +219,7 @@ const DOC_USERS: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documentation_examples_run() {
-    let mock = MockLlm::start();
+    let mock = MockLlm::start(None);
     let tags: &[&str] = &["echo", "calculate", "square-sum", "ask", "twin"];
     let users: Vec<(&str, &[&str])> = DOC_USERS.iter().map(|u| (*u, tags)).collect();
     let server = TestServer::start_with(&users, AGENTS, &llm_agent(&mock)).await;

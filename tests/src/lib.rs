@@ -514,3 +514,63 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// The repository's mock OpenAI-compatible model server
+/// (`example-agents/mock-llm`) on a free loopback port, stopped when
+/// dropped.
+pub struct MockLlm {
+    child: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl MockLlm {
+    /// Starts one, asking for `api_key` as a bearer token when given, and
+    /// waits until it listens.
+    pub fn start(api_key: Option<&str>) -> MockLlm {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../example-agents/mock-llm/server.py"
+        );
+        let mut command = std::process::Command::new("python3");
+        command.args([script, "--port", &port.to_string()]);
+        if let Some(key) = api_key {
+            command.args(["--api-key", key]);
+        }
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs the mock model server");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the mock model server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        MockLlm { child, port }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Its chat completions endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("{}/v1/chat/completions", self.base())
+    }
+}
+
+impl Drop for MockLlm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

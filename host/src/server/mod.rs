@@ -16,6 +16,9 @@
 //! Dependencies point inward: the server uses auth, the bus, the runtime and
 //! the XML core; nothing below knows of sockets.
 
+// First: its macro serves the stream wrappers of the other modules.
+#[macro_use]
+mod stream;
 mod catalog;
 mod check;
 pub mod config;
@@ -26,7 +29,6 @@ mod http;
 mod metrics;
 mod pressure;
 mod proxy;
-mod stream;
 pub mod tls;
 
 pub use check::check;
