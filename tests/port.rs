@@ -479,3 +479,40 @@ async fn the_web_console_works_in_a_real_browser() {
     assert!(std::fs::read(&screenshot).unwrap().starts_with(b"\x89PNG"));
     server.stop().await;
 }
+
+/// Only connections that have not logged in count against
+/// `max_unauthenticated_per_address`: an address may hold any number of
+/// logged-in ones, while the third that has not logged in is turned away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logged_in_connections_do_not_count_against_the_address_cap() {
+    let server = TestServer::start_with(
+        &[
+            ("alice", &["echo"]),
+            ("bob", &["echo"]),
+            ("carol", &["echo"]),
+        ],
+        &[("echo", "echo", &["echo"])],
+        "max_unauthenticated_per_address = 2\n",
+    )
+    .await;
+    let mut logged_in = Vec::new();
+    for user in ["alice", "bob", "carol", "alice", "bob", "carol"] {
+        let (client, _) = server.login(user).await;
+        logged_in.push(client);
+    }
+    for client in &mut logged_in {
+        client.send("<echo>here</echo>").await.unwrap();
+        assert!(recv_text(client)
+            .await
+            .ends_with("<echoed>here</echoed></message>"));
+    }
+    // Two that have not logged in are held; the third is not.
+    let _first = server.connect().await;
+    let _second = server.connect().await;
+    let third = agentserver::client::Client::connect(&server.url(), &server.trust()).await;
+    assert!(
+        third.is_err(),
+        "a third connection that has not logged in was taken"
+    );
+    server.stop().await;
+}

@@ -1,6 +1,7 @@
 //! The routes of the one port: the WebSocket channel and the web console
 //! on `/`, `/healthz`, `/metrics`; anything else is 404.
 
+use super::pressure::PendingSlot;
 use super::{connection, gate, metrics, proxy, State};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -8,7 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The web console, served from the binary.
 const CONSOLE_HTML: &str = include_str!("console.html");
@@ -27,16 +28,27 @@ fn respond(
 }
 
 /// Answers one HTTP request from `peer` (the client a trusted proxy's
-/// PROXY header named, or the TCP peer).
+/// PROXY header named, or the TCP peer). `connection_slot` is the
+/// connection's place among its address's connections that have not logged
+/// in, if it counts there: an upgrade takes it over.
 pub(crate) async fn handle(
     state: Arc<State>,
     mut request: Request<hyper::body::Incoming>,
     peer: SocketAddr,
+    connection_slot: Arc<Mutex<Option<PendingSlot>>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path();
     if path == "/" && hyper_tungstenite::is_upgrade_request(&request) {
         let client = proxy::forwarded_client(request.headers(), peer, &state.proxies);
-        let Ok(unauthenticated) = state.limits.try_pending(client.ip()) else {
+        let held = connection_slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let slot = match held {
+            Some(slot) if slot.address() == client.ip() => Ok(slot),
+            _ => state.limits.try_pending(client.ip()),
+        };
+        let Ok(unauthenticated) = slot else {
             return Ok(respond(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",

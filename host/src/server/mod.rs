@@ -758,7 +758,13 @@ async fn accept(
                     let Ok(Some((client, stream, pending))) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await else {
                         return;
                     };
-                    let service = service_fn(move |request| http::handle(Arc::clone(&state), request, client));
+                    // Until a request upgrades it, the connection counts
+                    // as not logged in; the upgrade takes the slot over.
+                    let pending = Arc::new(Mutex::new(pending));
+                    let unauthenticated = Arc::clone(&pending);
+                    let service = service_fn(move |request| {
+                        http::handle(Arc::clone(&state), request, client, Arc::clone(&unauthenticated))
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()

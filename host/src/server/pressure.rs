@@ -129,6 +129,13 @@ pub(crate) struct PendingSlot {
     address: IpAddr,
 }
 
+impl PendingSlot {
+    /// The address it counts for.
+    pub(crate) fn address(&self) -> IpAddr {
+        self.address
+    }
+}
+
 impl Drop for PendingSlot {
     fn drop(&mut self) {
         let mut pending = self
