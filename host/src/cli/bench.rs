@@ -117,8 +117,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         ),
         backend => format!("[storage]\nbackend = \"{backend}\"\n"),
     };
+    // Every client comes from one loopback address, so the caps on
+    // connections per address and in all are lifted with the flood limits.
     let config = format!(
-        "listen = \"127.0.0.1:0\"\nmessages_per_second = 1000000\nmessage_burst = 1000000\n{storage}[[agent]]\nname = \"echo\"\ncomponent = {:?}\nlistens = [\"echo\"]\ndescription = \"Echoes.\"\nmax_concurrent = 64\nmax_queued = 4096\n",
+        "listen = \"127.0.0.1:0\"\nmessages_per_second = 1000000\nmessage_burst = 1000000\nmax_connections = 1000000\nmax_unauthenticated_per_address = 1000000\n{storage}[[agent]]\nname = \"echo\"\ncomponent = {:?}\nlistens = [\"echo\"]\ndescription = \"Echoes.\"\nmax_concurrent = 64\nmax_queued = 4096\n",
         std::fs::canonicalize(&echo)?.display().to_string()
     );
     std::fs::write(dir.path().join("organism.toml"), config)?;
