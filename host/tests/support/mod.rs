@@ -31,11 +31,25 @@ pub struct Spawned {
 
 /// Starts the server of `config` and waits until it listens.
 pub fn spawn_server(config: &Path) -> Spawned {
+    spawn(config, Stdio::inherit())
+}
+
+/// [`spawn_server`], its log (standard error) going to `log`.
+#[allow(dead_code)]
+pub fn spawn_server_logging_to(config: &Path, log: &Path) -> Spawned {
+    spawn(
+        config,
+        Stdio::from(std::fs::File::create(log).expect("log file")),
+    )
+}
+
+fn spawn(config: &Path, stderr: Stdio) -> Spawned {
     let mut child = Command::new(BINARY)
         .args(["run", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .expect("run agentserver");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
