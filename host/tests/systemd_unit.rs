@@ -496,9 +496,17 @@ fn the_unit_serves_reloads_and_stops_as_systemd_would_run_it() {
         .iter()
         .map(|w| root.rewrite(w))
         .collect();
+    // `Type=notify`: systemd's socket, which hears READY=1 once the port
+    // listens.
+    let notify_path = root.path("/notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
     let mut server = Command::new(&start[0])
         .args(&start[1..])
         .env("RUST_LOG", "info")
+        .env("NOTIFY_SOCKET", &notify_path)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -530,6 +538,14 @@ fn the_unit_serves_reloads_and_stops_as_systemd_would_run_it() {
         }
     });
     let mut seen = Vec::new();
+    let mut ready = [0u8; 256];
+    let n = notify.recv(&mut ready).expect("READY=1 from the server");
+    let ready = String::from_utf8_lossy(&ready[..n]).into_owned();
+    assert!(
+        ready.starts_with("READY=1\n") && ready.contains(&address),
+        "{ready}"
+    );
+    assert_eq!(unit.service("Type"), "notify", "the server notifies");
     // The state went where the unit lets the server write.
     assert!(root
         .path(DATA_DIR)
@@ -576,4 +592,9 @@ fn the_unit_serves_reloads_and_stops_as_systemd_would_run_it() {
         "{}",
         seen.join("\n")
     );
+    let mut stopping = [0u8; 64];
+    let n = notify
+        .recv(&mut stopping)
+        .expect("STOPPING=1 from the server");
+    assert_eq!(&stopping[..n], b"STOPPING=1");
 }

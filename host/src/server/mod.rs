@@ -27,6 +27,7 @@ mod flood;
 mod gate;
 mod http;
 mod metrics;
+mod notify;
 mod pressure;
 mod proxy;
 pub mod tls;
@@ -790,6 +791,10 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let server = start(config).await?;
     println!("listening on wss://{}/", server.address());
     println!("tls certificate sha256 {}", server.fingerprint());
+    notify::notify(&format!(
+        "READY=1\nSTATUS=listening on wss://{}/",
+        server.address()
+    ));
     let mode = loop {
         tokio::select! {
             stop = signals.next() => {
@@ -801,6 +806,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             mode = server.shutdown_requested() => break mode,
         }
     };
+    notify::notify("STOPPING=1");
     tracing::info!(?mode, "shutting down");
     match mode {
         ShutdownMode::Graceful => server.shutdown().await,
