@@ -249,7 +249,7 @@ fn check_passes_a_good_configuration_and_names_every_problem_of_a_broken_one() {
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).ends_with("good.toml: ok\n"));
 
-    // Broken in seven ways at once.
+    // Broken in eight ways at once.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let secrets = dir.path().join("secrets.toml");
     std::fs::write(&secrets, "[secrets]\n").unwrap();
@@ -258,6 +258,7 @@ fn check_passes_a_good_configuration_and_names_every_problem_of_a_broken_one() {
     let broken = format!(
         "listen = \"{}\"\nusers = \"missing-users.toml\"\nidentity = \"identity.pub\"\n\
          secrets = {secrets:?}\n\
+         [storage]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:1\"\n\
          [[agent]]\nname = \"gone\"\ncomponent = \"nowhere.wasm\"\nlistens = [\"gone\"]\n\
          [[agent]]\nname = \"pinned\"\ncomponent = {echo:?}\nlistens = [\"pinned\"]\nsha256 = \"{}\"\n\
          [[agent]]\nname = \"fetcher\"\ncomponent = {fetch:?}\nlistens = [\"fetch\"]\n",
@@ -288,6 +289,7 @@ fn check_passes_a_good_configuration_and_names_every_problem_of_a_broken_one() {
     expect("agent `gone`", "nowhere.wasm");
     expect("agent `pinned`", "sha256");
     expect("agent `fetcher`", "wasi:http");
-    assert_eq!(lines.len(), 7, "{stdout}");
-    assert!(String::from_utf8_lossy(&output.stderr).contains("7 problems"));
+    expect("storage:", "redis");
+    assert_eq!(lines.len(), 8, "{stdout}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("8 problems"));
 }

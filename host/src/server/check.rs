@@ -3,9 +3,10 @@
 //!
 //! It reads the configuration, the users file, the organism's identity, the
 //! secrets file (and its permissions), the TLS pair, every boot agent's
-//! component (SHA-256, world, grants), and tries the port and the data
-//! folders (making them if missing, as a start would), without serving
-//! anything or changing any state.
+//! component (SHA-256, world, grants), opens the storage backend (Redis
+//! answers, the SQLite file opens) and reads the audit log's head, and tries
+//! the port and the data folders (making them if missing, as a start
+//! would), without serving anything or changing any state.
 
 use super::config::Config;
 use super::{load_boot_agent, runtime_config, tls};
@@ -66,6 +67,14 @@ pub fn check(path: &Path, listen: Option<SocketAddr>) -> Vec<String> {
         if let Err(error) = writable(dir) {
             problems.push(format!("{what} {}: {error}", dir.display()));
         }
+    }
+    match crate::store::Stores::open(&config.storage, &config.data_dir) {
+        Ok(stores) => {
+            if let Err(error) = stores.audit.audit_head() {
+                problems.push(format!("storage: the audit log cannot be read: {error}"));
+            }
+        }
+        Err(error) => problems.push(format!("storage: {error}")),
     }
     if let Err(error) = std::net::TcpListener::bind(config.listen) {
         problems.push(format!("listen {}: {error}", config.listen));
