@@ -250,3 +250,37 @@ async fn logins_and_resumes_are_audited_without_their_secrets() {
     }
     server.stop().await;
 }
+
+/// The flood allowance belongs to the session: a client that drops its
+/// socket and resumes goes on with what it had left, so reconnecting does
+/// not buy a fresh burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_goes_on_with_the_sessions_flood_allowance() {
+    let server = server_with("messages_per_second = 1\nmessage_burst = 5\n").await;
+    let (mut client, catalog) = server.login("alice").await;
+    let (id, token) = credentials(&catalog);
+    for _ in 0..4 {
+        client.send("<count/>").await.unwrap();
+        recv_text(&mut client).await;
+    }
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut again = resume(&server, &id, &token).await;
+    recv_until(&mut again, "<catalog").await;
+    // Four more within the second: past the burst of five.
+    for _ in 0..4 {
+        if again.send("<count/>").await.is_err() {
+            break;
+        }
+    }
+    loop {
+        match recv(&mut again).await {
+            Received::Closed(code, reason) => {
+                assert_eq!((code, reason.as_str()), (1008, "flooding"));
+                break;
+            }
+            Received::Text(_) => {}
+        }
+    }
+    server.stop().await;
+}

@@ -105,7 +105,7 @@ pub(crate) async fn serve(
         state: Arc::clone(&state),
         session: session.clone(),
         user,
-        flood: FloodGuard::new(state.flood),
+        flood: state.flood_of(session.id()),
         last_seen: Instant::now(),
         catalog: Vec::new(),
         command_in_flight: Arc::new(AtomicBool::new(false)),
@@ -298,7 +298,8 @@ struct Connection {
     state: Arc<State>,
     session: Session,
     user: String,
-    flood: FloodGuard,
+    /// The session's flood state (see [`State::flood_of`]).
+    flood: Arc<std::sync::Mutex<FloodGuard>>,
     last_seen: Instant,
     catalog: Vec<Capability>,
     /// Whether a privileged command of this connection is being applied.
@@ -511,13 +512,17 @@ impl Connection {
         });
     }
 
+    fn flood(&self) -> std::sync::MutexGuard<'_, FloodGuard> {
+        self.flood.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Handles one text frame; `Some` when the connection must end.
     fn on_text(&mut self, frame: &[u8]) -> Option<Ending> {
         self.state
             .counters
             .frames_received
             .fetch_add(1, Ordering::Relaxed);
-        if !self.flood.take(Instant::now()) {
+        if !self.flood().take(Instant::now()) {
             return Some(Ending::Flooding);
         }
         let head = trim_start(frame);
@@ -565,7 +570,7 @@ impl Connection {
                     RefusalKind::AccessDenied | RefusalKind::Malformed
                 ) =>
             {
-                (!self.flood.bad_message(Instant::now())).then_some(Ending::Flooding)
+                (!self.flood().bad_message(Instant::now())).then_some(Ending::Flooding)
             }
             Err(_) => None,
         }
@@ -577,7 +582,7 @@ impl Connection {
             .bad_frames
             .fetch_add(1, Ordering::Relaxed);
         self.session.outbox().push(refusal.into());
-        (!self.flood.bad_message(Instant::now())).then_some(Ending::Flooding)
+        (!self.flood().bad_message(Instant::now())).then_some(Ending::Flooding)
     }
 
     async fn push_catalog_if_changed(&mut self, ws: &mut Socket) {

@@ -158,11 +158,31 @@ pub(crate) struct State {
     pub(crate) proxies: proxy::TrustedProxies,
     /// The caps on open and not-yet-authenticated connections.
     pub(crate) limits: Arc<pressure::ConnectionLimits>,
+    /// Each session's flood state, shared by its connections one after
+    /// another: a resume goes on with the bucket and the bad messages the
+    /// session had, rather than a fresh allowance.
+    floods: Mutex<HashMap<SessionId, Arc<Mutex<FloodGuard>>>>,
     per_user: Mutex<HashMap<String, usize>>,
     _runtime: Arc<Runtime>,
 }
 
 impl State {
+    /// Session `id`'s flood state, made when first asked for.
+    pub(crate) fn flood_of(&self, id: &SessionId) -> Arc<Mutex<FloodGuard>> {
+        let mut floods = self.floods.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            floods
+                .entry(id.clone())
+                .or_insert_with(|| Arc::new(Mutex::new(FloodGuard::new(self.flood)))),
+        )
+    }
+
+    /// Forgets the flood state of sessions that are gone.
+    fn prune_floods(&self) {
+        let mut floods = self.floods.lock().unwrap_or_else(|e| e.into_inner());
+        floods.retain(|id, _| self.sessions.contains(id));
+    }
+
     /// Claims one of the user's connection slots; released on drop.
     pub(crate) fn claim_connection(&self, user: &str) -> Option<ConnectionSlot<'_>> {
         let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
@@ -587,6 +607,7 @@ async fn start_inner(
             config.max_connections,
             config.max_unauthenticated_per_address,
         ),
+        floods: Mutex::new(HashMap::new()),
         per_user: Mutex::new(HashMap::new()),
         _runtime: Arc::clone(&runtime),
     });
@@ -671,6 +692,7 @@ fn spawn_sweeper(state: &Arc<State>, mut shutdown: watch::Receiver<bool>) {
             tokio::select! {
                 _ = tick.tick() => {
                     state.sessions.sweep(std::time::Instant::now());
+                    state.prune_floods();
                     for listener in state.bus.table().agents() {
                         let ListenerTarget::Local(agent) = &listener.target;
                         agent.evict_idle();

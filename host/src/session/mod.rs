@@ -325,6 +325,11 @@ impl SessionRegistry {
         expired.len()
     }
 
+    /// Whether session `id` is registered, attached or not.
+    pub fn contains(&self, id: &SessionId) -> bool {
+        self.lock().contains_key(id)
+    }
+
     /// Sessions registered, attached or not.
     pub fn len(&self) -> usize {
         self.lock().len()
