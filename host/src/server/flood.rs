@@ -1,4 +1,4 @@
-//! Flood control for one connection: a token bucket for messages and a
+//! Flood control for one session: a token bucket for messages and a
 //! sliding count of bad messages. Past either, the connection is closed
 //! (1008, `flooding`).
 
@@ -30,7 +30,7 @@ impl Default for FloodLimits {
     }
 }
 
-/// The flood state of one connection.
+/// The flood state of one session, shared by its connections in turn.
 #[derive(Debug)]
 pub struct FloodGuard {
     limits: FloodLimits,
