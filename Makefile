@@ -7,7 +7,8 @@
 #   make agents  build the example agents (Rust, Python, JavaScript, C, Go) into target/agents
 #   make rust-agents  build only the Rust example agents
 #   make agent-tools  install the pinned toolchains of the Python, JavaScript, C and Go agents
-#   make fuzz    fuzz the XML core (nightly toolchain and cargo-fuzz)
+#   make fuzz    fuzz the XML core, or FUZZ_TARGET=privileged_command the
+#                signed-command reader (nightly toolchain and cargo-fuzz)
 
 CARGO        ?= cargo
 WASM_TARGET  := wasm32-wasip2
@@ -134,10 +135,12 @@ bench: agent-tools agents pydeps
 	$(CARGO) bench -p agentserver
 
 FUZZ_SECONDS ?= 600
+## xml_ingest (the XML core) or privileged_command (the signed-command reader).
+FUZZ_TARGET  ?= xml_ingest
 
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
-	cd fuzz && $(CARGO) +nightly fuzz run xml_ingest -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096
+	cd fuzz && $(CARGO) +nightly fuzz run $(FUZZ_TARGET) -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096
 
 fmt:
 	$(CARGO) fmt --all
