@@ -410,6 +410,30 @@ async fn healthz_metrics_console_and_404() {
         metrics.contains("agentserver_agent_queue_depth{agent=\"echo\"} 0"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("agentserver_agent_in_flight{agent=\"echo\"} 0"),
+        "{metrics}"
+    );
+    // The exposition format: every family typed before its samples, and
+    // its samples together.
+    let mut typed = Vec::new();
+    let mut current = String::new();
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let family = rest.split(' ').next().unwrap().to_owned();
+            assert!(!typed.contains(&family), "{family} typed twice:\n{metrics}");
+            typed.push(family.clone());
+            current = family;
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| *base == current)
+                .unwrap_or(name);
+            assert_eq!(family, current, "{line} outside its family:\n{metrics}");
+        }
+    }
     let (_, console) = https_get(&server, "/").await;
     assert!(console.contains("<title>AgentServer console</title>"));
     assert_eq!(

@@ -114,18 +114,31 @@ pub(crate) fn render(state: &State) -> String {
         "# HELP agentserver_agent_queue_depth Calls waiting per agent.\n# TYPE agentserver_agent_queue_depth gauge"
     );
     let table = state.bus.table();
-    for listener in table.agents() {
-        let ListenerTarget::Local(agent) = &listener.target;
-        let stats = agent.stats();
+    let stats: Vec<_> = table
+        .agents()
+        .map(|listener| {
+            let ListenerTarget::Local(agent) = &listener.target;
+            (&listener.name, agent.stats())
+        })
+        .collect();
+    for (name, stats) in &stats {
         let _ = writeln!(
             out,
-            "agentserver_agent_queue_depth{{agent=\"{}\"}} {}",
-            listener.name, stats.queued
+            "agentserver_agent_queue_depth{{agent=\"{name}\"}} {}",
+            stats.queued
         );
+    }
+    // Each family's samples together, after its own HELP and TYPE, as the
+    // exposition format asks.
+    let _ = writeln!(
+        out,
+        "# HELP agentserver_agent_in_flight Calls running per agent.\n# TYPE agentserver_agent_in_flight gauge"
+    );
+    for (name, stats) in &stats {
         let _ = writeln!(
             out,
-            "agentserver_agent_in_flight{{agent=\"{}\"}} {}",
-            listener.name, stats.in_flight
+            "agentserver_agent_in_flight{{agent=\"{name}\"}} {}",
+            stats.in_flight
         );
     }
     out
