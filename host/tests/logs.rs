@@ -409,3 +409,42 @@ async fn one_address_holding_thousands_of_connections_does_not_crowd_out_the_oth
     assert!(!capacity.is_empty(), "{log}");
     assert!(capacity.len() <= 5, "{log}");
 }
+
+/// Under systemd, whose journal reads standard error (`JOURNAL_STREAM`),
+/// each line starts with its syslog priority, so that `journalctl -p
+/// warning` finds the warnings; without it, lines start with their time.
+#[test]
+fn under_the_journal_each_line_carries_its_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    organism(dir.path());
+    let mut child = Command::new(BINARY)
+        .args(["run", "--config"])
+        .arg(dir.path().join("organism.toml"))
+        .env("RUST_LOG", "info")
+        .env("JOURNAL_STREAM", "8:12345")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut warning = None;
+    let mut info = None;
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if line.contains("no organism identity") {
+            warning = Some(line);
+        } else if line.contains("agent loaded") {
+            info = Some(line);
+        }
+        if warning.is_some() && info.is_some() {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let warning = warning.expect("the missing identity is warned of");
+    assert!(warning.starts_with("<4>"), "{warning}");
+    assert!(!warning.contains('\u{1b}'), "{warning}");
+    let info = info.expect("the agent's loading is logged");
+    assert!(info.starts_with("<6>"), "{info}");
+}
