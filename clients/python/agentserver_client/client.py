@@ -190,12 +190,14 @@ class _PendingStart:
 
 class _Handshake:
     """Reads a connection's first frames: after a resume, the frames the
-    server kept (handed to ``kept``), then the catalog; frames after the
-    catalog wait in ``after`` until the connection is installed."""
+    server kept (which wait in ``kept``), then the catalog; frames after the
+    catalog wait in ``after``. Both are handed on once the connection is
+    installed, so that nobody sees a resumed frame before the client counts
+    the resume."""
 
-    def __init__(self, ws: _Connection, kept: Callable[[str], None]) -> None:
+    def __init__(self, ws: _Connection) -> None:
         self.ws = ws
-        self.kept = kept
+        self.kept: list[str] = []
         self.catalog: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.after: list[str] = []
         ws.on_text = self.on_text
@@ -207,7 +209,7 @@ class _Handshake:
         elif frame.startswith("<catalog"):
             self.catalog.set_result(frame)
         else:
-            self.kept(frame)
+            self.kept.append(frame)
 
     def on_close(self) -> None:
         if not self.catalog.done():
@@ -864,9 +866,6 @@ class Client:
             logger.warning("a frame the client cannot read: %.200s", frame)
             self.unclaimed.append(frame)
 
-    def _dispatch_kept(self, frame: str) -> None:
-        self._dispatch(frame, True)
-
     def _deliver(self, thread_id: str, item: Envelope | AgentServerError) -> None:
         state = self._threads.get(thread_id)
         if state is not None:
@@ -960,7 +959,7 @@ class Client:
                 ws = await self._open()
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
                 raise ConnectionLost(f"cannot connect to {self.url}: {error}") from error
-            handshake = _Handshake(ws, self.unclaimed.append)
+            handshake = _Handshake(ws)
             try:
                 await ws.send(f'<authenticate user="{escape_attribute(self.user)}" totp="{code}"/>')
                 catalog, token = await handshake.wait(self.open_timeout)
@@ -977,6 +976,10 @@ class Client:
                 await ws.close()
                 raise ConnectionLost(f"no catalog after the login: {error}") from error
             self.logins += 1
+            # A fresh session has nothing kept: whatever came before its
+            # catalog belongs to no question of this client.
+            self.unclaimed.extend(handshake.kept)
+            handshake.kept.clear()
             return ws, handshake, catalog, token
         raise failure
 
@@ -992,6 +995,8 @@ class Client:
         if self._limiter is not None:
             self._limiter.reset()
         self._set_catalog(catalog)
+        for frame in handshake.kept:
+            self._dispatch(frame, True)
         for frame in handshake.after:
             self._dispatch(frame)
         ws.on_text = self._dispatch
@@ -1047,7 +1052,7 @@ class Client:
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
                 logger.info("reconnecting failed: %s", error)
                 continue
-            handshake = _Handshake(ws, self._dispatch_kept)
+            handshake = _Handshake(ws)
             try:
                 await ws.send(
                     f'<resume-session id="{escape_attribute(self.session_id)}" '
