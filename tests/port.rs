@@ -1,5 +1,5 @@
 //! The secure port, from outside: real TLS sockets, the real server, real
-//! agents. PROTOCOL.md sections 1, 3, 4, 5 and 6.
+//! agents. docs/protocol.md sections 1, 3, 4, 5 and 6.
 
 use agentserver::client::Received;
 use agentserver_tests::{recv, recv_text, TestServer};

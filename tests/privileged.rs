@@ -1,5 +1,5 @@
 //! Signed structural change, from outside: real server over TLS, real
-//! components, commands signed with the organism's key (PROTOCOL.md
+//! components, commands signed with the organism's key (docs/protocol.md
 //! section 9).
 
 use agentserver::client::Client;

@@ -1,4 +1,4 @@
-//! Sessions that outlive sockets, from outside (PROTOCOL.md section 8):
+//! Sessions that outlive sockets, from outside (docs/protocol.md section 8):
 //! resume with pending frames in order, token rotation, expiry, dropped
 //! frames, take-over, and ending from either side.
 
