@@ -102,6 +102,31 @@ fn server_env(server: &TestServer, users: &[&str]) -> Vec<(&'static str, String)
     ]
 }
 
+/// [`server_env`], with the mock model server's endpoint and the folder
+/// holding the signed registration of `twin` (written there first).
+fn env_with_llm_and_twin(
+    server: &TestServer,
+    users: &[&str],
+    mock: &MockLlm,
+    commands: &Path,
+) -> Vec<(&'static str, String)> {
+    signed_twin(server, commands);
+    let mut env = server_env(server, users);
+    env.push(("AGENTSERVER_LLM_ENDPOINT", mock.endpoint()));
+    env.push(("AGENTSERVER_COMMANDS", commands.display().to_string()));
+    env
+}
+
+/// `python3 -m unittest -v MODULE` in the package's tests folder.
+async fn unittest(module: &str, env: Vec<(&'static str, String)>) -> Output {
+    python(
+        package().join("tests"),
+        vec!["-m".into(), "unittest".into(), "-v".into(), module.into()],
+        env,
+    )
+    .await
+}
+
 /// Every tag the test users of `test_client.py` may send (`twin` arrives by
 /// signed command, nobody listens to `nobody`); `secret` is not among them.
 const CLIENT_TAGS: &[&str] = &[
@@ -159,24 +184,8 @@ async fn the_client_logs_in_asks_streams_and_keeps_within_the_limits() {
     let users: Vec<(&str, &[&str])> = CLIENT_USERS.iter().map(|u| (*u, CLIENT_TAGS)).collect();
     let server = TestServer::start_with(&users, AGENTS, &extra).await;
     let commands = tempfile::tempdir().expect("tempdir");
-    signed_twin(&server, commands.path());
-    let mut env = server_env(&server, CLIENT_USERS);
-    env.push(("AGENTSERVER_LLM_ENDPOINT", mock.endpoint()));
-    env.push((
-        "AGENTSERVER_COMMANDS",
-        commands.path().display().to_string(),
-    ));
-    let output = python(
-        package().join("tests"),
-        vec![
-            "-m".into(),
-            "unittest".into(),
-            "-v".into(),
-            "test_client".into(),
-        ],
-        env,
-    )
-    .await;
+    let env = env_with_llm_and_twin(&server, CLIENT_USERS, &mock, commands.path());
+    let output = unittest("test_client", env).await;
     assert_passed("test_client.py", &output);
     server.stop().await;
 }
@@ -197,17 +206,7 @@ async fn the_client_resumes_after_a_drop_and_logs_in_again_when_it_must() {
         "session_timeout = 3",
     )
     .await;
-    let output = python(
-        package().join("tests"),
-        vec![
-            "-m".into(),
-            "unittest".into(),
-            "-v".into(),
-            "test_resume".into(),
-        ],
-        server_env(&server, &users),
-    )
-    .await;
+    let output = unittest("test_resume", server_env(&server, &users)).await;
     assert_passed("test_resume.py", &output);
     server.stop().await;
 }
@@ -224,13 +223,7 @@ async fn the_documentation_examples_run() {
     let users: Vec<(&str, &[&str])> = DOC_USERS.iter().map(|u| (*u, tags)).collect();
     let server = TestServer::start_with(&users, AGENTS, &llm_agent(&mock)).await;
     let commands = tempfile::tempdir().expect("tempdir");
-    signed_twin(&server, commands.path());
-    let mut env = server_env(&server, DOC_USERS);
-    env.push(("AGENTSERVER_LLM_ENDPOINT", mock.endpoint()));
-    env.push((
-        "AGENTSERVER_COMMANDS",
-        commands.path().display().to_string(),
-    ));
+    let env = env_with_llm_and_twin(&server, DOC_USERS, &mock, commands.path());
     let page = workspace().join("docs/clients/python.md");
     let output = python(
         package().join("tests"),

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Why a connection was not admitted.
@@ -34,7 +34,7 @@ pub(crate) struct ConnectionLimits {
     pub(crate) refused_capacity: AtomicU64,
     pub(crate) refused_address: AtomicU64,
     /// Set while refusing at the total cap, so that a streak is logged once.
-    at_capacity: std::sync::atomic::AtomicBool,
+    at_capacity: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -53,7 +53,7 @@ impl ConnectionLimits {
             pending: Mutex::new(HashMap::new()),
             refused_capacity: AtomicU64::new(0),
             refused_address: AtomicU64::new(0),
-            at_capacity: std::sync::atomic::AtomicBool::new(false),
+            at_capacity: AtomicBool::new(false),
         })
     }
 
