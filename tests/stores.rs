@@ -3,6 +3,7 @@
 
 use agentserver::audit::{canonical_entry, chain, AuditLog, StoredEntry, GENESIS};
 use agentserver::bus::{AuditKind, AuditRecord, AuditSink as _, SessionId, ThreadId};
+use agentserver::commit::CertificateRecord;
 use agentserver::privileged::AdmittedAgent;
 use agentserver::runtime::AgentLimits;
 use agentserver::store::{StorageConfig, Stores};
@@ -106,6 +107,34 @@ fn admitted_agents_are_kept_replaced_and_forgotten_on_every_backend() {
 }
 
 #[test]
+fn node_certificates_are_kept_byte_for_byte_on_every_backend() {
+    for (name, dir, config, _redis) in backends() {
+        let stores = Stores::open(&config, dir.path()).unwrap();
+        let record = |id: &str| {
+            CertificateRecord {
+            id: id.into(),
+            // Exact bytes, newlines and markup included.
+            payload: format!("<payload id=\"{id}\">\n<node-certificate key-id=\"x\"></node-certificate></payload>"),
+            signature: "c2lnbmF0dXJl".into(),
+        }
+        };
+        stores.structure.save_certificate(&record("c2")).unwrap();
+        stores.structure.save_certificate(&record("c1")).unwrap();
+        stores.structure.save_certificate(&record("c1")).unwrap();
+        let expected = vec![record("c1"), record("c2")];
+        assert_eq!(stores.structure.certificates().unwrap(), expected, "{name}");
+        if stores.structure.is_persistent() {
+            let reopened = Stores::open(&config, dir.path()).unwrap();
+            assert_eq!(
+                reopened.structure.certificates().unwrap(),
+                expected,
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
 fn the_audit_log_chains_across_reopening_on_every_backend() {
     let session = SessionId::from_string("s");
     let thread = ThreadId::from_client("t");
@@ -123,7 +152,7 @@ fn the_audit_log_chains_across_reopening_on_every_backend() {
             })
         };
         {
-            let log = AuditLog::open(Arc::clone(&stores.audit)).unwrap();
+            let log = AuditLog::open(Arc::clone(&stores.audit), None).unwrap();
             (0..300).for_each(|i| record(&log, i));
             assert!(log.flush(Duration::from_secs(10)), "{name}");
         }
@@ -133,7 +162,7 @@ fn the_audit_log_chains_across_reopening_on_every_backend() {
             stores
         };
         {
-            let log = AuditLog::open(Arc::clone(&stores.audit)).unwrap();
+            let log = AuditLog::open(Arc::clone(&stores.audit), None).unwrap();
             (0..5).for_each(|i| record(&log, i));
         }
         let verified = stores.audit.verify().unwrap().unwrap();

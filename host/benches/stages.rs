@@ -170,7 +170,7 @@ fn stages(runtime: &Runtime, payload: &str) -> Stages {
         depth: 0,
         canonical: payload,
     };
-    let log = AuditLog::open(Arc::new(MemoryAuditStore::default())).expect("audit log");
+    let log = AuditLog::open(Arc::new(MemoryAuditStore::default()), None).expect("audit log");
     rows.push((
         "audit record, the round trip's share (queue one entry)",
         median_ns(rounds, || log.record(record)),

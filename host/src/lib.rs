@@ -8,6 +8,7 @@
 //! - [`bus`] — routing by root tag, threads, delegation between agents.
 //! - [`auth`] — the user directory and TOTP logins.
 //! - [`audit`] — the hash-chained audit log.
+//! - [`commit`] — node keys, certificates, signed audit checkpoints and exports.
 //! - [`store`] — the storage backends (memory, SQLite).
 //! - [`privileged`] — the organism's identity and signed structural change.
 //! - [`session`] — sessions that outlive sockets: resume tokens, expiry.
@@ -21,6 +22,7 @@ pub mod bus;
 pub mod capability;
 pub mod cli;
 pub mod client;
+pub mod commit;
 pub mod privileged;
 pub mod runtime;
 pub mod server;

@@ -59,6 +59,7 @@ pub fn kind_name(kind: AuditKind) -> &'static str {
         AuditKind::Privileged => "privileged",
         AuditKind::Auth => "auth",
         AuditKind::Capability => "capability",
+        AuditKind::Checkpoint => "checkpoint",
     }
 }
 

@@ -26,10 +26,11 @@ pub use entry::{
 pub use memory::MemoryAuditStore;
 
 use crate::bus::{AuditKind, AuditRecord, AuditSink, SessionId, ThreadId};
+use crate::commit::{Checkpoint, CheckpointSigner, CHECKPOINT_TAG};
 use crate::privileged::StoreError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Entries read from a store at a time when verifying or replaying.
 const PAGE: usize = 1_000;
@@ -41,6 +42,8 @@ const WRITE_BATCH: usize = 512;
 /// the bus refuses new messages from clients (see
 /// [`AuditSink::is_backlogged`]). About 30 MB of typical entries.
 pub const MAX_HELD: usize = 100_000;
+/// Attempts at storing the last entries when closing, 100 ms apart.
+const CLOSING_ATTEMPTS: u64 = 50;
 
 /// Where audit entries are kept.
 pub trait AuditStore: Send + Sync {
@@ -73,38 +76,44 @@ pub trait AuditStore: Send + Sync {
     fn verify(&self) -> Result<Result<Verified, ChainError>, StoreError> {
         let (first, previous) = self.audit_start()?;
         let mut all = Vec::new();
-        let mut from = first;
-        loop {
-            let page = self.audit_entries(from, PAGE)?;
-            let Some(last) = page.last() else { break };
-            from = last.seq + 1;
-            let full = page.len() == PAGE;
-            all.extend(page);
-            if !full {
-                break;
-            }
-        }
+        each_entry(self, first, |entry| {
+            all.push(entry);
+            Ok::<_, StoreError>(())
+        })?;
         Ok(verify(all, previous))
     }
 
     /// The entries of `thread`, in order.
     fn thread_entries(&self, thread: &str) -> Result<Vec<StoredEntry>, StoreError> {
-        let (mut from, _) = self.audit_start()?;
+        let (first, _) = self.audit_start()?;
         let mut found = Vec::new();
-        loop {
-            let page = self.audit_entries(from, PAGE)?;
-            let Some(last) = page.last() else { break };
-            from = last.seq + 1;
-            let full = page.len() == PAGE;
-            found.extend(
-                page.into_iter()
-                    .filter(|e| entry_attribute(&e.entry, "thread") == Some(thread)),
-            );
-            if !full {
-                break;
+        each_entry(self, first, |entry| {
+            if entry_attribute(&entry.entry, "thread") == Some(thread) {
+                found.push(entry);
             }
-        }
+            Ok::<_, StoreError>(())
+        })?;
         Ok(found)
+    }
+}
+
+/// Calls `each` with every entry of `store` from number `from` on, in
+/// order, a page at a time; stops at the first error.
+pub fn each_entry<E: From<StoreError>>(
+    store: &(impl AuditStore + ?Sized),
+    mut from: u64,
+    mut each: impl FnMut(StoredEntry) -> Result<(), E>,
+) -> Result<(), E> {
+    loop {
+        let page = store.audit_entries(from, PAGE)?;
+        let full = page.len() == PAGE;
+        for entry in page {
+            from = entry.seq + 1;
+            each(entry)?;
+        }
+        if !full {
+            return Ok(());
+        }
     }
 }
 
@@ -166,10 +175,16 @@ impl QueuedRecord {
     }
 }
 
-/// The end of the chain: the next entry's number and the hash before it.
+/// The end of the chain: the next entry's number and the hash before it,
+/// and when the next checkpoint is due.
 struct Chain {
     next_seq: u64,
     previous: [u8; 32],
+    checkpoints: Option<CheckpointSigner>,
+    /// Entries linked since the last checkpoint.
+    since_checkpoint: u64,
+    /// When the first of them was linked.
+    first_unchecked: Option<Instant>,
 }
 
 impl Chain {
@@ -180,12 +195,69 @@ impl Chain {
         let hash = chain(&self.previous, &entry);
         self.previous = hash;
         self.next_seq += 1;
+        self.since_checkpoint += 1;
+        self.first_unchecked.get_or_insert_with(Instant::now);
         StoredEntry {
             seq,
             entry,
             hash: encode_hash(&hash),
         }
     }
+
+    /// When a checkpoint is next due by time, if one is.
+    fn checkpoint_deadline(&self) -> Option<Instant> {
+        let signer = self.checkpoints.as_ref()?;
+        if signer.every.is_zero() {
+            return None;
+        }
+        Some(self.first_unchecked? + signer.every)
+    }
+
+    /// A checkpoint entry over everything linked so far, when one is due
+    /// (or, with `closing`, whenever entries are not yet covered).
+    fn checkpoint_if_due(&mut self, closing: bool) -> Option<StoredEntry> {
+        let signer = self.checkpoints.as_ref()?;
+        if self.since_checkpoint == 0 {
+            return None;
+        }
+        let by_count = signer.every_entries > 0 && self.since_checkpoint >= signer.every_entries;
+        let by_time = self
+            .checkpoint_deadline()
+            .is_some_and(|deadline| Instant::now() >= deadline);
+        if !(closing || by_count || by_time) {
+            return None;
+        }
+        let time_ms = now_ms();
+        let checkpoint = Checkpoint {
+            count: self.next_seq - 1,
+            head: self.previous,
+            key_id: signer.key.key_id().to_owned(),
+            organism: signer.organism.clone(),
+            time_ms,
+        };
+        let record = QueuedRecord::new(
+            &AuditRecord {
+                kind: AuditKind::Checkpoint,
+                thread: None,
+                session: &SessionId::from_string(""),
+                from: "server",
+                tag: CHECKPOINT_TAG,
+                depth: 0,
+                canonical: &checkpoint.signed(&signer.key),
+            },
+            time_ms,
+        );
+        let entry = self.link(&record);
+        self.since_checkpoint = 0;
+        self.first_unchecked = None;
+        Some(entry)
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The audit sink that chains and stores.
@@ -197,8 +269,12 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Continues the chain kept in `store` and starts the writer thread.
-    pub fn open(store: Arc<dyn AuditStore>) -> Result<AuditLog, StoreError> {
+    /// Continues the chain kept in `store` and starts the writer thread,
+    /// which signs checkpoints into the log with `checkpoints` when given.
+    pub fn open(
+        store: Arc<dyn AuditStore>,
+        checkpoints: Option<CheckpointSigner>,
+    ) -> Result<AuditLog, StoreError> {
         let (next_seq, previous) = match store.audit_head()? {
             Some((seq, hash)) => (seq + 1, hash),
             None => (1, GENESIS),
@@ -216,7 +292,13 @@ impl AuditLog {
         let writer = {
             let shared = Arc::clone(&shared);
             let backlogged = Arc::clone(&backlogged);
-            let chain = Chain { next_seq, previous };
+            let chain = Chain {
+                next_seq,
+                previous,
+                checkpoints,
+                since_checkpoint: 0,
+                first_unchecked: None,
+            };
             std::thread::Builder::new()
                 .name("audit-writer".into())
                 .spawn(move || write_loop(&shared, &backlogged, store.as_ref(), chain))
@@ -249,10 +331,7 @@ impl AuditLog {
 
 impl AuditSink for AuditLog {
     fn record(&self, record: AuditRecord<'_>) {
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let queued = QueuedRecord::new(&record, time_ms);
+        let queued = QueuedRecord::new(&record, now_ms());
         let mut pending = self.lock();
         pending.recorded += 1;
         pending.queue.push(queued);
@@ -303,7 +382,8 @@ impl std::fmt::Debug for AuditLog {
 }
 
 /// Takes queued records and appends them as chained entries, a batch at a
-/// time, until closed and drained. A failed append is retried with the
+/// time, until closed and drained, adding a signed checkpoint when one is
+/// due (and a last one on closing). A failed append is retried with the
 /// same entries, so the stored chain never has a hole; the bus goes on
 /// meanwhile.
 fn write_loop(
@@ -315,30 +395,49 @@ fn write_loop(
     let (lock, ready) = shared;
     let mut records: Vec<QueuedRecord> = Vec::new();
     let mut batch: Vec<StoredEntry> = Vec::new();
+    // Records (not checkpoints) in `batch`, for `Pending::written`.
+    let mut batch_records: u64 = 0;
+    let mut closing = false;
     let mut failed_attempts: u64 = 0;
     loop {
-        {
+        if batch.is_empty() {
             let mut pending = lock.lock().unwrap_or_else(|e| e.into_inner());
-            while batch.is_empty() && pending.queue.is_empty() && !pending.closing {
-                pending = ready.wait(pending).unwrap_or_else(|e| e.into_inner());
+            while pending.queue.is_empty() && !pending.closing {
+                match chain.checkpoint_deadline() {
+                    None => pending = ready.wait(pending).unwrap_or_else(|e| e.into_inner()),
+                    Some(deadline) => {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            break;
+                        }
+                        pending = ready
+                            .wait_timeout(pending, deadline - now)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                }
             }
             // Let a batch gather, unless it is full or the log is closing.
-            if batch.is_empty() && pending.queue.len() < WRITE_BATCH && !pending.closing {
+            if !pending.queue.is_empty() && pending.queue.len() < WRITE_BATCH && !pending.closing {
                 pending = ready
                     .wait_timeout(pending, WRITE_INTERVAL)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
+            closing = pending.queue.is_empty() && pending.closing;
+            // Swap rather than take, so both buffers keep their room.
+            std::mem::swap(&mut records, &mut pending.queue);
+            drop(pending);
+            batch_records = records.len() as u64;
+            batch.extend(records.drain(..).map(|record| chain.link(&record)));
+            batch.extend(chain.checkpoint_if_due(closing));
             if batch.is_empty() {
-                if pending.queue.is_empty() && pending.closing {
+                if closing {
                     return;
                 }
-                // Swap rather than take, so both buffers keep their room.
-                std::mem::swap(&mut records, &mut pending.queue);
+                continue;
             }
         }
-        batch.extend(records.drain(..).map(|record| chain.link(&record)));
-        let written = batch.len() as u64;
         match store.append_audit_owned(std::mem::take(&mut batch)) {
             Ok(()) => {
                 if failed_attempts > 0 {
@@ -349,12 +448,15 @@ fn write_loop(
                     failed_attempts = 0;
                 }
                 let mut pending = lock.lock().unwrap_or_else(|e| e.into_inner());
-                pending.written += written;
+                pending.written += batch_records;
                 if pending.queue.len() < MAX_HELD / 2 && backlogged.swap(false, Ordering::Relaxed) {
                     tracing::warn!("the audit log has room again: taking new messages");
                 }
                 drop(pending);
                 ready.notify_all();
+                if closing {
+                    return;
+                }
             }
             Err((error, unstored)) => {
                 batch = unstored;
@@ -366,6 +468,14 @@ fn write_loop(
                     );
                 }
                 failed_attempts += 1;
+                let shutting = lock.lock().unwrap_or_else(|e| e.into_inner()).closing;
+                if shutting && failed_attempts >= CLOSING_ATTEMPTS {
+                    tracing::error!(
+                        entries = batch.len(),
+                        "closing with audit entries the store would not take"
+                    );
+                    return;
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
@@ -393,14 +503,14 @@ mod tests {
     fn the_log_chains_stores_and_continues_after_reopening() {
         let store = Arc::new(MemoryAuditStore::new(1_000));
         {
-            let log = AuditLog::open(store.clone()).unwrap();
+            let log = AuditLog::open(store.clone(), None).unwrap();
             for i in 0..50 {
                 record(&log, &format!("<error n=\"{i}\"></error>"));
             }
             assert!(log.flush(Duration::from_secs(5)));
         }
         {
-            let log = AuditLog::open(store.clone()).unwrap();
+            let log = AuditLog::open(store.clone(), None).unwrap();
             record(&log, "<error></error>");
         }
         let verified = store.verify().unwrap().unwrap();

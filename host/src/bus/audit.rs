@@ -24,6 +24,8 @@ pub enum AuditKind {
     /// An agent's use of a granted capability: an outbound HTTP request or
     /// a storage write (never bodies, values or header values).
     Capability,
+    /// A signed audit checkpoint (see [`crate::commit::Checkpoint`]).
+    Checkpoint,
 }
 
 /// Writes every use of a capability to an [`AuditSink`], attributed to the

@@ -1,6 +1,8 @@
 //! `agentserver identity generate [--out DIR] [--force]`: makes the
-//! organism's Ed25519 key pair.
+//! organism's Ed25519 key pair; `agentserver identity node --data-dir DIR`
+//! makes (or shows) a node's own key, for the owner to certify.
 
+use crate::commit::{NodeKey, NODE_KEY_FILE, NODE_PUBLIC_KEY_FILE};
 use crate::privileged::{generate, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -25,6 +27,14 @@ enum IdentityCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Make the node key in a data directory if there is none (the server
+    /// also makes it at its first start) and print its id and public key
+    /// file, to certify with `agentserver command node-certificate`.
+    Node {
+        /// The server's data directory.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
 }
 
 /// Runs the subcommand.
@@ -37,6 +47,18 @@ pub fn run(args: &IdentityArgs) -> anyhow::Result<()> {
                 "wrote {} (keep it offline) and {} (the server's `identity`)",
                 out.join(PRIVATE_KEY_FILE).display(),
                 out.join(PUBLIC_KEY_FILE).display()
+            );
+            Ok(())
+        }
+        IdentityCommand::Node { data_dir } => {
+            let (key, made) = NodeKey::load_or_create(data_dir)?;
+            println!("node key id {}", key.key_id());
+            eprintln!(
+                "{} {} (private, mode 0600) and {}; certify it with:\n  agentserver command node-certificate --node-key {} | agentserver sign - --key identity.key",
+                if made { "wrote" } else { "found" },
+                data_dir.join(NODE_KEY_FILE).display(),
+                data_dir.join(NODE_PUBLIC_KEY_FILE).display(),
+                data_dir.join(NODE_PUBLIC_KEY_FILE).display(),
             );
             Ok(())
         }

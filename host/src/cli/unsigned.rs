@@ -10,6 +10,8 @@
 use crate::capability::{
     AgentGrants, AllowedHost, BucketQuota, HttpGrant, SecretHeader, StorageGrant,
 };
+use crate::commit::{key_id, load_public_key, CertificateRequest, Purpose};
+use crate::privileged::time::unix_seconds;
 use crate::privileged::{Command, ComponentSource, LimitChanges, Registration, ShutdownMode};
 use crate::runtime::ComponentHash;
 use anyhow::Context as _;
@@ -212,6 +214,19 @@ enum Unsigned {
         #[arg(long, value_enum, default_value = "graceful")]
         mode: Mode,
     },
+    /// Let a node key sign for the organism (node-certificate): audit
+    /// checkpoints, federation traffic.
+    NodeCertificate {
+        /// The node's public key (`node.pub` in its data directory).
+        #[arg(long)]
+        node_key: PathBuf,
+        /// Days the certificate is valid; renew before it ends.
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        /// What the key may sign (comma-separated): audit, federation.
+        #[arg(long, value_delimiter = ',', default_value = "audit")]
+        purpose: Vec<String>,
+    },
 }
 
 /// Prints the unsigned command.
@@ -263,6 +278,32 @@ pub fn run(args: &CommandArgs) -> anyhow::Result<()> {
             Mode::Graceful => ShutdownMode::Graceful,
             Mode::Immediate => ShutdownMode::Immediate,
         }),
+        Unsigned::NodeCertificate {
+            node_key,
+            days,
+            purpose,
+        } => {
+            let public_key = load_public_key(node_key)?;
+            let mut purposes = purpose
+                .iter()
+                .map(|name| {
+                    Purpose::from_name(name).with_context(|| {
+                        format!(
+                            "purpose {name:?} is unknown; the purposes are audit and federation"
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            purposes.sort();
+            purposes.dedup();
+            let now = unix_seconds(std::time::SystemTime::now());
+            Command::NodeCertificate(CertificateRequest {
+                key_id: key_id(&public_key),
+                public_key,
+                purposes,
+                not_after: now + days.saturating_mul(86_400),
+            })
+        }
     };
     super::write_stdout(&command.to_unsigned_document())
 }

@@ -4,6 +4,7 @@
 
 use super::Refused;
 use crate::capability::AgentGrants;
+use crate::commit::CertificateRequest;
 use crate::runtime::{AgentLimits, ComponentHash};
 use crate::xml::Element;
 use base64::Engine as _;
@@ -200,6 +201,8 @@ pub enum Command {
     },
     /// `shutdown mode="graceful|immediate"`.
     Shutdown(ShutdownMode),
+    /// `node-certificate key-id="…" public-key="…" purpose="…" not-after="…"`.
+    NodeCertificate(CertificateRequest),
 }
 
 impl Command {
@@ -256,10 +259,14 @@ impl Command {
                     )))
                 }
             }),
+            "node-certificate" => Command::NodeCertificate(
+                CertificateRequest::read(element).map_err(|e| Refused::Invalid(e.to_string()))?,
+            ),
             other => {
                 return Err(Refused::Invalid(format!(
                     "<{other}> is not a command; the commands are agent-registration, \
-                     agent-removal, agent-limits, user-grant, user-revoke and shutdown"
+                     agent-removal, agent-limits, user-grant, user-revoke, shutdown and \
+                     node-certificate"
                 )))
             }
         })
@@ -346,6 +353,7 @@ impl Command {
                 };
                 let _ = write!(out, "<shutdown mode=\"{mode}\"/>");
             }
+            Command::NodeCertificate(request) => out.push_str(&request.to_xml()),
         }
         out
     }
@@ -480,6 +488,17 @@ mod tests {
             },
             Command::Shutdown(ShutdownMode::Graceful),
             Command::Shutdown(ShutdownMode::Immediate),
+            Command::NodeCertificate(CertificateRequest {
+                key_id: crate::commit::key_id(
+                    &crate::privileged::SigningKey::from_bytes(&[5; 32]).verifying_key(),
+                ),
+                public_key: crate::privileged::SigningKey::from_bytes(&[5; 32]).verifying_key(),
+                purposes: vec![
+                    crate::commit::Purpose::Audit,
+                    crate::commit::Purpose::Federation,
+                ],
+                not_after: 1_900_000_000,
+            }),
         ];
         for command in commands {
             assert_eq!(round_trip(&command), command);

@@ -130,7 +130,7 @@ pub fn generate(dir: &Path, force: bool) -> Result<OrganismKey, IdentityError> {
 /// tool reads. The version 2 form, with the public key inside, is not
 /// read by OpenSSL 3.0 or Python's `cryptography`; both forms are read
 /// here ([`load_signing_key`]).
-fn private_key_pem(key: &SigningKey) -> Result<String, IdentityError> {
+pub(crate) fn private_key_pem(key: &SigningKey) -> Result<String, IdentityError> {
     let bytes = ed25519_dalek::pkcs8::KeypairBytes {
         secret_key: key.to_bytes(),
         public_key: None,
@@ -149,7 +149,7 @@ fn read(path: &Path) -> Result<String, IdentityError> {
 }
 
 /// Writes `bytes` to a fresh file only its owner can read.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
     use std::io::Write as _;
     let io = |source| IdentityError::Io {
         path: path.to_owned(),

@@ -2,8 +2,8 @@
 //!
 //! The owner holds an Ed25519 private key offline; the server holds only the
 //! public key ([`OrganismKey`]). Admitting, removing or re-limiting an agent,
-//! granting or revoking a user's tag, and shutting down are
-//! `<privileged-command>`s whose signature covers the exclusive canonical
+//! granting or revoking a user's tag, shutting down and certifying a node
+//! key ([`crate::commit`]) are `<privileged-command>`s whose signature covers the exclusive canonical
 //! form of their `<payload>` ([`SignedCommand`]). [`Privileged::execute`]
 //! checks one, in this order, and answers with a [`Verdict`]:
 //!
@@ -33,6 +33,7 @@ pub use identity::{
     generate, load_signing_key, new_signing_key, IdentityError, OrganismKey, PRIVATE_KEY_FILE,
     PUBLIC_KEY_FILE,
 };
+pub(crate) use identity::{private_key_pem, write_private};
 pub use signed::{sign, verify_bytes, SignError, SignedCommand, MAX_ID_CHARS};
 pub use store::{AdmittedAgent, MemoryStructureStore, StoreError, StructureStore};
 
@@ -40,8 +41,10 @@ use crate::auth::{set_allow, Allow, Authenticator, Users};
 use crate::bus::{
     AgentName, AuditKind, AuditRecord, AuditSink, Bus, Listener, ListenerTarget, SessionId,
 };
+use crate::commit::{CertificateRecord, CertificateRequest};
 use crate::runtime::{AgentLimits, ComponentHash, Runtime};
 use crate::xml::{escape_attribute, escape_text, Tag};
+use base64::Engine as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -335,7 +338,39 @@ impl Privileged {
                 self.shutdown.send_replace(Some(mode));
                 Ok(())
             }
+            Command::NodeCertificate(request) => self.certify(signed, &request, now),
         }
+    }
+
+    /// Keeps a node certificate: the signed payload and its signature, for
+    /// anyone to check later with the owner's public key.
+    fn certify(
+        &self,
+        signed: &SignedCommand,
+        request: &CertificateRequest,
+        now: u64,
+    ) -> Result<(), Refused> {
+        if request.not_after <= now {
+            return Err(Refused::Invalid(format!(
+                "the certificate's `not-after` ({}) has passed",
+                time::format_instant(request.not_after)
+            )));
+        }
+        let signature = signed.signature.as_ref().ok_or(Refused::Unsigned)?;
+        let record = CertificateRecord {
+            id: signed.id.clone(),
+            payload: signed.payload.as_str().to_owned(),
+            signature: base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
+        };
+        self.store
+            .save_certificate(&record)
+            .map_err(|e| Refused::Storage(e.to_string()))?;
+        tracing::info!(
+            key_id = request.key_id,
+            until = %time::format_instant(request.not_after),
+            "node key certified"
+        );
+        Ok(())
     }
 
     async fn register(&self, registration: Registration) -> Result<(), Refused> {

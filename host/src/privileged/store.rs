@@ -1,8 +1,9 @@
 //! What structural change must remember: the privileged-command ids used
-//! (until they expire) and the agents admitted at run time, with their
-//! components. Behind one trait so that persistent backends plug in; the
+//! (until they expire), the agents admitted at run time, with their
+//! components, and the node certificates the owner signed. Behind one trait so that persistent backends plug in; the
 //! in-memory one forgets everything with the process.
 
+use crate::commit::CertificateRecord;
 use crate::runtime::AgentLimits;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -44,6 +45,13 @@ pub trait StructureStore: Send + Sync {
     /// Forgets the admitted agent `name`; nothing happens if there is none.
     fn forget_agent(&self, name: &str) -> Result<(), StoreError>;
 
+    /// Keeps a node certificate (by its command id; never deleted, so
+    /// that what a key signed stays checkable after it expires).
+    fn save_certificate(&self, certificate: &CertificateRecord) -> Result<(), StoreError>;
+
+    /// Every node certificate kept, by command id.
+    fn certificates(&self) -> Result<Vec<CertificateRecord>, StoreError>;
+
     /// Whether what is stored outlives the process.
     fn is_persistent(&self) -> bool;
 }
@@ -58,6 +66,7 @@ pub struct MemoryStructureStore {
 struct Memory {
     ids: HashMap<String, u64>,
     agents: BTreeMap<String, AdmittedAgent>,
+    certificates: BTreeMap<String, CertificateRecord>,
 }
 
 impl MemoryStructureStore {
@@ -94,6 +103,17 @@ impl StructureStore for MemoryStructureStore {
     fn forget_agent(&self, name: &str) -> Result<(), StoreError> {
         self.lock().agents.remove(name);
         Ok(())
+    }
+
+    fn save_certificate(&self, certificate: &CertificateRecord) -> Result<(), StoreError> {
+        self.lock()
+            .certificates
+            .insert(certificate.id.clone(), certificate.clone());
+        Ok(())
+    }
+
+    fn certificates(&self) -> Result<Vec<CertificateRecord>, StoreError> {
+        Ok(self.lock().certificates.values().cloned().collect())
     }
 
     fn is_persistent(&self) -> bool {

@@ -41,8 +41,11 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "max_connections",
     "max_unauthenticated_per_address",
     "proxy",
+    "audit",
     "agent",
 ];
+/// The keys of `[audit]`.
+const AUDIT_KEYS: &[&str] = &["checkpoint_entries", "checkpoint_seconds"];
 /// The keys of `[proxy]`.
 const PROXY_KEYS: &[&str] = &["from"];
 /// The keys of `[storage]`.
@@ -108,6 +111,33 @@ pub enum ConfigError {
 }
 
 pub use crate::store::StorageConfig;
+
+/// How often the audit writer signs a checkpoint (`[audit]`): after
+/// `every_entries` entries or `every_seconds` after the first entry not yet
+/// covered, whichever comes first; 0 turns that trigger off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    /// `checkpoint_entries`, default 10,000.
+    pub every_entries: u64,
+    /// `checkpoint_seconds`, default 60.
+    pub every_seconds: u64,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        CheckpointPolicy {
+            every_entries: 10_000,
+            every_seconds: 60,
+        }
+    }
+}
+
+impl CheckpointPolicy {
+    /// Whether checkpoints are written at all.
+    pub fn is_enabled(&self) -> bool {
+        self.every_entries > 0 || self.every_seconds > 0
+    }
+}
 
 /// One boot-time agent (`[[agent]]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +219,8 @@ pub struct Config {
     /// PROXY protocol headers and `X-Forwarded-For` name the client.
     /// Default: none.
     pub proxies: TrustedProxies,
+    /// When the audit writer signs checkpoints (`[audit]`).
+    pub checkpoints: CheckpointPolicy,
 }
 
 impl Config {
@@ -291,6 +323,24 @@ impl Config {
                 TrustedProxies::new(ranges)
             }
         };
+        let checkpoints = match root.get("audit") {
+            None => CheckpointPolicy::default(),
+            Some(item) => {
+                let table = item
+                    .as_table_like()
+                    .ok_or_else(|| reader.bad("audit", "must be a table"))?;
+                reader.only_known(table, "audit.", AUDIT_KEYS)?;
+                let defaults = CheckpointPolicy::default();
+                CheckpointPolicy {
+                    every_entries: reader
+                        .integer(table, "checkpoint_entries")?
+                        .unwrap_or(defaults.every_entries),
+                    every_seconds: reader
+                        .integer(table, "checkpoint_seconds")?
+                        .unwrap_or(defaults.every_seconds),
+                }
+            }
+        };
         Ok(Config {
             listen,
             components_dir: reader
@@ -337,6 +387,7 @@ impl Config {
                 .integer(root, "max_unauthenticated_per_address")?
                 .map_or(64, |n| (n as usize).max(1)),
             proxies,
+            checkpoints,
         })
     }
 }

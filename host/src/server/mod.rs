@@ -34,7 +34,7 @@ pub mod tls;
 
 pub use check::check;
 
-pub use config::{AgentConfig, Config, ConfigError, StorageConfig};
+pub use config::{AgentConfig, CheckpointPolicy, Config, ConfigError, StorageConfig};
 pub use flood::{FloodGuard, FloodLimits};
 
 use crate::audit::AuditLog;
@@ -44,9 +44,10 @@ use crate::bus::{
     TableError,
 };
 use crate::capability::Secrets;
+use crate::commit::{Certificate, CheckpointSigner, NodeKey, Purpose, NODE_PUBLIC_KEY_FILE};
 use crate::privileged::{
     Carrier, IdentityError, OrganismKey, Privileged, PrivilegedConfig, ShutdownMode, StoreError,
-    Verdict,
+    StructureStore, Verdict,
 };
 use crate::runtime::{
     ComponentHash, LoadError, Runtime, RuntimeConfig, RuntimeError, RuntimeServices,
@@ -420,8 +421,8 @@ async fn assemble(
     config: &Config,
     stores: &Stores,
     audit: Arc<dyn AuditSink>,
+    key: Option<OrganismKey>,
 ) -> Result<Organism, ServerError> {
-    let key = organism_key(config)?;
     let users = Users::load(&config.users)?;
     let secrets = match &config.secrets {
         Some(path) => Secrets::load(path).map_err(|e| ServerError::Secrets(e.to_string()))?,
@@ -486,19 +487,70 @@ async fn assemble(
 type OpenedStores = (Stores, Arc<dyn AuditSink>, Option<Arc<AuditLog>>);
 
 /// Opens the configured stores and, unless `audit` overrides it, the audit
-/// log on them.
+/// log on them, signing checkpoints with the node key when the organism
+/// has an identity to certify it.
 fn open_stores(
     config: &Config,
     audit: Option<Arc<dyn AuditSink>>,
+    key: Option<&OrganismKey>,
 ) -> Result<OpenedStores, ServerError> {
     let stores = Stores::open(&config.storage, &config.data_dir).map_err(ServerError::Store)?;
     Ok(match audit {
         Some(audit) => (stores, audit, None),
         None => {
-            let log =
-                Arc::new(AuditLog::open(Arc::clone(&stores.audit)).map_err(ServerError::Store)?);
+            let signer = match key {
+                Some(key) if config.checkpoints.is_enabled() => {
+                    Some(checkpoint_signer(config, key, stores.structure.as_ref())?)
+                }
+                _ => None,
+            };
+            let log = Arc::new(
+                AuditLog::open(Arc::clone(&stores.audit), signer).map_err(ServerError::Store)?,
+            );
             (stores, log.clone(), Some(log))
         }
+    })
+}
+
+/// The node key (made at the first start) and when to sign with it; says
+/// in the log whether a stored certificate vouches for the key now.
+fn checkpoint_signer(
+    config: &Config,
+    owner: &OrganismKey,
+    structure: &dyn StructureStore,
+) -> Result<CheckpointSigner, ServerError> {
+    let (key, made) = NodeKey::load_or_create(&config.data_dir)?;
+    let public = config.data_dir.join(NODE_PUBLIC_KEY_FILE);
+    if made {
+        tracing::info!(key_id = key.key_id(), path = %public.display(), "node key made");
+    }
+    let now = crate::privileged::time::unix_seconds(std::time::SystemTime::now());
+    let certified = structure
+        .certificates()
+        .map_err(ServerError::Store)?
+        .iter()
+        .filter_map(|record| Certificate::verify(record, owner.verifying_key()).ok())
+        .filter(|c| c.request.key_id == key.key_id() && c.covers(now, Purpose::Audit))
+        .map(|c| c.request.not_after)
+        .max();
+    match certified {
+        Some(until) => tracing::info!(
+            key_id = key.key_id(),
+            until = %crate::privileged::time::format_instant(until),
+            "audit checkpoints are signed with the certified node key"
+        ),
+        None => tracing::warn!(
+            key_id = key.key_id(),
+            "no node certificate vouches for this node's key: its audit checkpoints cannot be \
+             checked until the owner signs one (agentserver command node-certificate --node-key {})",
+            public.display()
+        ),
+    }
+    Ok(CheckpointSigner {
+        key,
+        organism: owner.fingerprint(),
+        every_entries: config.checkpoints.every_entries,
+        every: Duration::from_secs(config.checkpoints.every_seconds),
     })
 }
 
@@ -506,7 +558,8 @@ fn open_stores(
 /// server would on start: the boot and admitted agents are loaded, the
 /// command is checked and applied, and the audit log records it.
 pub async fn apply_offline(config: Config, command: &[u8]) -> Result<Verdict, ServerError> {
-    let (stores, audit, log) = open_stores(&config, None)?;
+    let key = organism_key(&config)?;
+    let (stores, audit, log) = open_stores(&config, None, key.as_ref())?;
     if !stores.structure.is_persistent() {
         return Err(ServerError::Store(StoreError(
             "storage is `memory`, so a stopped server keeps no structure to change; \
@@ -514,7 +567,7 @@ pub async fn apply_offline(config: Config, command: &[u8]) -> Result<Verdict, Se
                 .into(),
         )));
     }
-    let organism = assemble(&config, &stores, audit).await?;
+    let organism = assemble(&config, &stores, audit, key).await?;
     let verdict = organism
         .privileged
         .execute(
@@ -549,13 +602,14 @@ async fn start_inner(
     let fingerprint = identity.fingerprint();
     let (tls_config, certificate) = identity.live_config(source)?;
     let tls = tokio_rustls::TlsAcceptor::from(tls_config);
-    let (stores, audit, audit_log) = open_stores(&config, audit)?;
+    let key = organism_key(&config)?;
+    let (stores, audit, audit_log) = open_stores(&config, audit, key.as_ref())?;
     let Organism {
         runtime,
         bus,
         auth,
         privileged,
-    } = assemble(&config, &stores, audit).await?;
+    } = assemble(&config, &stores, audit, key).await?;
     let listener =
         TcpListener::bind(config.listen)
             .await

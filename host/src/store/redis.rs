@@ -17,6 +17,7 @@
 
 use super::{admitted_from_stored, write_limits};
 use crate::audit::{decode_hash, AuditStore, StoredEntry, GENESIS};
+use crate::commit::CertificateRecord;
 use crate::privileged::{AdmittedAgent, StoreError, StructureStore};
 use crate::runtime::ComponentHash;
 use crate::session::{SessionRecord, SessionStore, StoredSession};
@@ -251,6 +252,38 @@ impl StructureStore for RedisStore {
             .srem(self.key(&["agents"]), name)
             .query::<()>(&mut *self.lock().map_err(failed)?)
             .map_err(failed)
+    }
+
+    fn save_certificate(&self, certificate: &CertificateRecord) -> Result<(), StoreError> {
+        redis::cmd("HSET")
+            .arg(self.key(&["certificates"]))
+            .arg(&certificate.id)
+            .arg(format!(
+                "{}\n{}",
+                certificate.signature, certificate.payload
+            ))
+            .query::<()>(&mut *self.lock().map_err(failed)?)
+            .map_err(failed)
+    }
+
+    fn certificates(&self) -> Result<Vec<CertificateRecord>, StoreError> {
+        let stored: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.key(&["certificates"]))
+            .query(&mut *self.lock().map_err(failed)?)
+            .map_err(failed)?;
+        stored
+            .into_iter()
+            .map(|(id, value)| match value.split_once('\n') {
+                Some((signature, payload)) => Ok(CertificateRecord {
+                    signature: signature.to_owned(),
+                    payload: payload.to_owned(),
+                    id,
+                }),
+                None => Err(StoreError(format!(
+                    "the stored node certificate `{id}` is incomplete"
+                ))),
+            })
+            .collect()
     }
 
     fn is_persistent(&self) -> bool {

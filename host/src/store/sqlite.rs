@@ -5,6 +5,7 @@
 
 use super::{admitted_from_stored, write_limits};
 use crate::audit::{decode_hash, AuditStore, StoredEntry, GENESIS};
+use crate::commit::CertificateRecord;
 use crate::privileged::{AdmittedAgent, StoreError, StructureStore};
 use crate::runtime::ComponentHash;
 use crate::session::{SessionRecord, SessionStore, StoredSession};
@@ -14,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The schema this build writes; older files are migrated step by step.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Each step takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -49,6 +50,12 @@ const MIGRATIONS: &[&str] = &[
          key TEXT NOT NULL,
          value BLOB NOT NULL,
          PRIMARY KEY (agent, session, key)
+     );",
+    // 3 -> 4: node certificates (the signed payload and its signature).
+    "CREATE TABLE certificates (
+         id TEXT PRIMARY KEY,
+         payload TEXT NOT NULL,
+         signature TEXT NOT NULL
      );",
 ];
 
@@ -188,6 +195,33 @@ impl StructureStore for SqliteStore {
             .execute("DELETE FROM agents WHERE name = ?1", params![name])
             .map_err(failed)?;
         Ok(())
+    }
+
+    fn save_certificate(&self, certificate: &CertificateRecord) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO certificates (id, payload, signature) VALUES (?1, ?2, ?3)",
+                params![certificate.id, certificate.payload, certificate.signature],
+            )
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    fn certificates(&self) -> Result<Vec<CertificateRecord>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare("SELECT id, payload, signature FROM certificates ORDER BY id")
+            .map_err(failed)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(CertificateRecord {
+                    id: row.get(0)?,
+                    payload: row.get(1)?,
+                    signature: row.get(2)?,
+                })
+            })
+            .map_err(failed)?;
+        rows.collect::<Result<_, _>>().map_err(failed)
     }
 
     fn is_persistent(&self) -> bool {
