@@ -249,8 +249,11 @@ fn check_passes_a_good_configuration_and_names_every_problem_of_a_broken_one() {
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).ends_with("good.toml: ok\n"));
 
-    // Broken in eight ways at once.
+    // Broken in nine ways at once.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("node.key"), "-----BEGIN PRIVATE KEY-----\n").unwrap();
     let secrets = dir.path().join("secrets.toml");
     std::fs::write(&secrets, "[secrets]\n").unwrap();
     std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -290,6 +293,7 @@ fn check_passes_a_good_configuration_and_names_every_problem_of_a_broken_one() {
     expect("agent `pinned`", "sha256");
     expect("agent `fetcher`", "wasi:http");
     expect("storage:", "redis");
-    assert_eq!(lines.len(), 8, "{stdout}");
-    assert!(String::from_utf8_lossy(&output.stderr).contains("8 problems"));
+    expect("node key:", "node.key");
+    assert_eq!(lines.len(), 9, "{stdout}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("9 problems"));
 }

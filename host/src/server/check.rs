@@ -2,7 +2,7 @@
 //! every problem at once rather than the first.
 //!
 //! It reads the configuration, the users file, the organism's identity, the
-//! secrets file (and its permissions), the TLS pair, every boot agent's
+//! node key (and its permissions), the secrets file (and its permissions), the TLS pair, every boot agent's
 //! component (SHA-256, world, grants), opens the storage backend (Redis
 //! answers, the SQLite file opens) and reads the audit log's head, and tries
 //! the port and the data folders (making them if missing, as a start
@@ -42,6 +42,9 @@ pub fn check(path: &Path, listen: Option<SocketAddr>) -> Vec<String> {
         if let Err(error) = OrganismKey::load(&config.identity) {
             problems.push(format!("identity: {error}"));
         }
+    }
+    if let Some(problem) = node_key_problem(&config.data_dir) {
+        problems.push(problem);
     }
     let secrets = match &config.secrets {
         Some(path) => match Secrets::load(path) {
@@ -97,6 +100,31 @@ pub fn check(path: &Path, listen: Option<SocketAddr>) -> Vec<String> {
         Err(error) => problems.push(format!("runtime: {error}")),
     }
     problems
+}
+
+/// What is wrong with the node key in `data_dir`, if it is there (a start
+/// makes a missing one): it must load, and only its owner may read it.
+fn node_key_problem(data_dir: &Path) -> Option<String> {
+    let path = data_dir.join(crate::commit::NODE_KEY_FILE);
+    if !path.exists() {
+        return None;
+    }
+    if let Err(error) = crate::privileged::load_signing_key(&path) {
+        return Some(format!("node key: {error}"));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).ok()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Some(format!(
+                "node key: {} may be read by others (mode {:o}); make it 0600",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    None
 }
 
 /// Whether files can be made in `dir` (made first if missing).
