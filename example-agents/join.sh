@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Brings the Python, JavaScript, C and Go example agents into the organism that
-# `make run` is serving, while it serves: for each language, installs its
+# Certifies the server's node key, then brings the Python, JavaScript, C and
+# Go example agents into the organism that `make run` is serving, while it
+# serves: for each language, installs its
 # toolchain when missing (saying what, why and about how long), builds its
 # agents, and registers them with the running server by signed command —
 # signed here with run/identity.key and carried by the user `owner` — so
@@ -109,6 +110,28 @@ register() {
     fi
 }
 
+# The server signs audit checkpoints with its node key (made at its first
+# start in run/data); certify that key with the development identity, as an
+# owner would (docs/operations.md, "Proving what the organism carried").
+certify_node() {
+    local work=$run_dir/commands
+    mkdir -p "$work"
+    wait_for_server || return 1
+    "$agentserver" command node-certificate --node-key "$run_dir/data/node.pub" --days 30 \
+        >"$work/node-certificate.xml" 2>>"$log" \
+        && "$agentserver" sign --key "$run_dir/identity.key" --out "$work/node-certificate.signed.xml" \
+            "$work/node-certificate.xml" >>"$log" 2>&1 \
+        || { say "cannot write the node certificate (see $log)"; return 1; }
+    wait_for_fresh_step
+    if "$agentserver" apply "$work/node-certificate.signed.xml" --url "$url" --user owner \
+        --totp-secret-file "$run_dir/owner.totp" --ca "$run_dir/data/tls/cert.pem" >>"$log" 2>&1; then
+        say "node key certified for 30 days: it signs the audit checkpoints"
+    else
+        say "certifying the node key failed (see $log)"
+        return 1
+    fi
+}
+
 # tools LANGUAGE AGENTS CHECK INSTALL-SCRIPT WHAT: CHECK succeeds when the
 # toolchain is there; otherwise INSTALL-SCRIPT installs it, or with
 # AGENT_TOOLS=no the language is skipped with the reason.
@@ -176,6 +199,7 @@ go_agents() {
 }
 
 start=$SECONDS
+certify_node
 python_agents
 javascript_agents
 c_agents
