@@ -3,8 +3,7 @@
 
 use agentserver::audit::{canonical_entry, chain, AuditLog, StoredEntry, GENESIS};
 use agentserver::bus::{AuditKind, AuditRecord, AuditSink as _, SessionId, ThreadId};
-use agentserver::commit::CertificateRecord;
-use agentserver::privileged::AdmittedAgent;
+use agentserver::privileged::{AdmittedAgent, SignedKind, SignedRecord};
 use agentserver::runtime::AgentLimits;
 use agentserver::store::{StorageConfig, Stores};
 use agentserver_tests::RedisServer;
@@ -107,11 +106,11 @@ fn admitted_agents_are_kept_replaced_and_forgotten_on_every_backend() {
 }
 
 #[test]
-fn node_certificates_are_kept_byte_for_byte_on_every_backend() {
+fn signed_records_are_kept_byte_for_byte_on_every_backend() {
     for (name, dir, config, _redis) in backends() {
         let stores = Stores::open(&config, dir.path()).unwrap();
         let record = |id: &str| {
-            CertificateRecord {
+            SignedRecord {
             id: id.into(),
             // Exact bytes, newlines and markup included.
             payload: format!("<payload id=\"{id}\">\n<node-certificate key-id=\"x\"></node-certificate></payload>"),

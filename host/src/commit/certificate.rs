@@ -8,7 +8,7 @@
 //! ```
 //!
 //! The server keeps the signed payload's exact canonical bytes and the
-//! signature ([`CertificateRecord`]), so that anyone holding the owner's
+//! signature ([`SignedRecord`]), so that anyone holding the owner's
 //! public key can check the certificate later without canonicalising
 //! anything. A certificate is valid from its payload's `issued` (less
 //! [`CLOCK_SKEW`]) to its `not-after`; certificates are never deleted, so
@@ -16,7 +16,7 @@
 
 use super::node_key::key_id;
 use crate::privileged::time::{format_instant, parse_instant};
-use crate::privileged::{VerifyingKey, CLOCK_SKEW};
+use crate::privileged::{SignedRecord, VerifyingKey, CLOCK_SKEW};
 use crate::xml::{canonicalize, Element, Limits};
 use base64::Engine as _;
 use ed25519_dalek::Signature;
@@ -148,18 +148,6 @@ impl CertificateRequest {
     }
 }
 
-/// A certificate as kept: the signed payload's canonical bytes and the
-/// owner's signature over them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertificateRecord {
-    /// The command's id.
-    pub id: String,
-    /// The `<payload>` in exclusive canonical form.
-    pub payload: String,
-    /// The owner's Ed25519 signature over `payload`, base64.
-    pub signature: String,
-}
-
 /// A certificate whose owner signature was checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Certificate {
@@ -174,7 +162,7 @@ pub struct Certificate {
 impl Certificate {
     /// Checks `record`'s signature with the owner's key and reads it.
     pub fn verify(
-        record: &CertificateRecord,
+        record: &SignedRecord,
         owner: &VerifyingKey,
     ) -> Result<Certificate, CertificateError> {
         let bad = || CertificateError::BadSignature {
@@ -269,7 +257,7 @@ mod tests {
         )
         .unwrap();
         let command = crate::privileged::SignedCommand::read(signed.as_bytes(), 1 << 20).unwrap();
-        let record = CertificateRecord {
+        let record = SignedRecord {
             id: command.id.clone(),
             payload: command.payload.as_str().to_owned(),
             signature: base64::engine::general_purpose::STANDARD

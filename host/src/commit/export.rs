@@ -24,9 +24,10 @@
 //! chain, checks each certificate with the owner's key and each checkpoint
 //! with a certified node key, and names the first thing that does not hold.
 
-use super::certificate::{Certificate, CertificateError, CertificateRecord, Purpose};
+use super::certificate::{Certificate, CertificateError, Purpose};
 use super::checkpoint::{Checkpoint, CheckpointError};
 use crate::audit::{chain, encode_hash, entry_attribute, entry_content, ChainError, StoredEntry};
+use crate::privileged::SignedRecord;
 use crate::privileged::VerifyingKey;
 use sha2::{Digest as _, Sha256};
 use std::io::{BufRead, Write};
@@ -125,7 +126,7 @@ impl<W: Write> ExportWriter<W> {
     pub fn new(
         mut out: W,
         owner: &str,
-        certificates: &[CertificateRecord],
+        certificates: &[SignedRecord],
         anchor: (u64, [u8; 32]),
     ) -> std::io::Result<ExportWriter<W>> {
         writeln!(out, "{EXPORT_HEADER}")?;
@@ -218,7 +219,7 @@ pub fn verify_export(input: impl BufRead, owner: &VerifyingKey) -> Result<Verifi
                 let length = reader.length(length)?;
                 let payload = reader.body(length, || format!("certificate {id}"))?;
                 certificates.push(Certificate::verify(
-                    &CertificateRecord {
+                    &SignedRecord {
                         id: (*id).to_owned(),
                         payload,
                         signature: (*signature).to_owned(),
@@ -492,6 +493,7 @@ mod tests {
     use crate::audit::{AuditLog, AuditStore, MemoryAuditStore};
     use crate::bus::{AuditKind, AuditRecord, AuditSink, SessionId};
     use crate::commit::{CertificateRequest, CheckpointSigner, NodeKey};
+    use crate::privileged::SignedRecord;
     use crate::privileged::{sign, SignedCommand, SigningKey};
     use base64::Engine as _;
     use std::sync::Arc;
@@ -499,11 +501,11 @@ mod tests {
 
     struct Fixture {
         owner: SigningKey,
-        certificate: CertificateRecord,
+        certificate: SignedRecord,
         entries: Vec<StoredEntry>,
     }
 
-    fn certificate(owner: &SigningKey, node: &NodeKey, not_after: u64) -> CertificateRecord {
+    fn certificate(owner: &SigningKey, node: &NodeKey, not_after: u64) -> SignedRecord {
         let request = CertificateRequest {
             key_id: node.key_id().to_owned(),
             public_key: node.verifying_key(),
@@ -514,7 +516,7 @@ mod tests {
         let document = format!("<payload>{}</payload>", request.to_xml());
         let signed = sign(document.as_bytes(), owner, now, Duration::from_secs(600)).unwrap();
         let command = SignedCommand::read(signed.as_bytes(), 1 << 20).unwrap();
-        CertificateRecord {
+        SignedRecord {
             id: command.id.clone(),
             payload: command.payload.as_str().to_owned(),
             signature: base64::engine::general_purpose::STANDARD
@@ -562,7 +564,7 @@ mod tests {
         }
     }
 
-    fn export(fixture: &Fixture, since: u64, certificates: &[CertificateRecord]) -> Vec<u8> {
+    fn export(fixture: &Fixture, since: u64, certificates: &[SignedRecord]) -> Vec<u8> {
         let anchor = if since == 0 {
             (0, crate::audit::GENESIS)
         } else {

@@ -19,9 +19,7 @@ mod checkpoint;
 mod export;
 mod node_key;
 
-pub use certificate::{
-    Certificate, CertificateError, CertificateRecord, CertificateRequest, Purpose,
-};
+pub use certificate::{Certificate, CertificateError, CertificateRequest, Purpose};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointSigner, CHECKPOINT_TAG};
 pub use export::{
     is_checkpoint, verify_export, ExportError, ExportWriter, Verified, EXPORT_HEADER,

@@ -35,13 +35,15 @@ pub use identity::{
 };
 pub(crate) use identity::{private_key_pem, write_private};
 pub use signed::{sign, verify_bytes, SignError, SignedCommand, MAX_ID_CHARS};
-pub use store::{AdmittedAgent, MemoryStructureStore, StoreError, StructureStore};
+pub use store::{
+    AdmittedAgent, MemoryStructureStore, SignedKind, SignedRecord, StoreError, StructureStore,
+};
 
 use crate::auth::{set_allow, Allow, Authenticator, Users};
 use crate::bus::{
     AgentName, AuditKind, AuditRecord, AuditSink, Bus, Listener, ListenerTarget, SessionId,
 };
-use crate::commit::{CertificateRecord, CertificateRequest};
+use crate::commit::CertificateRequest;
 use crate::runtime::{AgentLimits, ComponentHash, Runtime};
 use crate::xml::{escape_attribute, escape_text, Tag};
 use base64::Engine as _;
@@ -357,7 +359,7 @@ impl Privileged {
             )));
         }
         let signature = signed.signature.as_ref().ok_or(Refused::Unsigned)?;
-        let record = CertificateRecord {
+        let record = SignedRecord {
             id: signed.id.clone(),
             payload: signed.payload.as_str().to_owned(),
             signature: base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
@@ -450,18 +452,22 @@ impl Privileged {
                 "no agent named `{name}` is registered"
             )));
         };
+        let Some(removed) = listener.target.local() else {
+            return Err(not_an_agent(&name));
+        };
         self.store
             .forget_agent(name.as_str())
             .map_err(|e| Refused::Storage(e.to_string()))?;
         self.bus
             .remove(&name)
             .map_err(|e| Refused::Conflict(e.to_string()))?;
-        let ListenerTarget::Local(removed) = &listener.target;
         removed.forget_storage();
         let hash = removed.component().hash();
         let still_used = self.bus.table().agents().any(|other| {
-            let ListenerTarget::Local(agent) = &other.target;
-            agent.component().hash() == hash
+            other
+                .target
+                .local()
+                .is_some_and(|agent| agent.component().hash() == hash)
         });
         if !still_used {
             self.runtime.forget_component(&hash);
@@ -477,7 +483,9 @@ impl Privileged {
                 "no agent named `{name}` is registered"
             )));
         };
-        let ListenerTarget::Local(agent) = &current.target;
+        let Some(agent) = current.target.local() else {
+            return Err(not_an_agent(&name));
+        };
         let limits = self.checked_limits(changes.applied_to(agent.limits()))?;
         let replacement = self
             .runtime
@@ -581,6 +589,13 @@ impl std::fmt::Debug for Privileged {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// The refusal for an agent command naming a federation link's listener.
+fn not_an_agent(name: &AgentName) -> Refused {
+    Refused::Conflict(format!(
+        "`{name}` is a federation link, not an agent: end it with federation-unlink"
+    ))
 }
 
 fn agent_name(name: &str) -> Result<AgentName, Refused> {

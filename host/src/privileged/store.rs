@@ -3,7 +3,6 @@
 //! components, and the node certificates the owner signed. Behind one trait so that persistent backends plug in; the
 //! in-memory one forgets everything with the process.
 
-use crate::commit::CertificateRecord;
 use crate::runtime::AgentLimits;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -22,6 +21,38 @@ pub struct AdmittedAgent {
     pub limits: AgentLimits,
     /// The component's bytes.
     pub component: Vec<u8>,
+}
+
+/// A payload the owner signed, as kept: its exact canonical bytes and the
+/// signature over them, so that anyone with the owner's public key can
+/// check it later without canonicalising anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRecord {
+    /// The command's id.
+    pub id: String,
+    /// The `<payload>` in exclusive canonical form.
+    pub payload: String,
+    /// The owner's Ed25519 signature over `payload`, base64.
+    pub signature: String,
+}
+
+/// What a kept [`SignedRecord`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SignedKind {
+    /// A `node-certificate`, kept by command id and never deleted.
+    NodeCertificate,
+    /// A `federation-link`, kept by the peer's fingerprint until unlinked.
+    FederationLink,
+}
+
+impl SignedKind {
+    /// Its name in stores.
+    pub fn name(self) -> &'static str {
+        match self {
+            SignedKind::NodeCertificate => "node-certificate",
+            SignedKind::FederationLink => "federation-link",
+        }
+    }
 }
 
 /// A storage backend failed.
@@ -45,12 +76,31 @@ pub trait StructureStore: Send + Sync {
     /// Forgets the admitted agent `name`; nothing happens if there is none.
     fn forget_agent(&self, name: &str) -> Result<(), StoreError>;
 
+    /// Keeps a record the owner signed, as `kind` under `key`, replacing
+    /// the one there.
+    fn save_signed(
+        &self,
+        kind: SignedKind,
+        key: &str,
+        record: &SignedRecord,
+    ) -> Result<(), StoreError>;
+
+    /// Every record of `kind`, in key order.
+    fn signed_records(&self, kind: SignedKind) -> Result<Vec<SignedRecord>, StoreError>;
+
+    /// Forgets the record of `kind` under `key`, if there is one.
+    fn forget_signed(&self, kind: SignedKind, key: &str) -> Result<(), StoreError>;
+
     /// Keeps a node certificate (by its command id; never deleted, so
     /// that what a key signed stays checkable after it expires).
-    fn save_certificate(&self, certificate: &CertificateRecord) -> Result<(), StoreError>;
+    fn save_certificate(&self, certificate: &SignedRecord) -> Result<(), StoreError> {
+        self.save_signed(SignedKind::NodeCertificate, &certificate.id, certificate)
+    }
 
     /// Every node certificate kept, by command id.
-    fn certificates(&self) -> Result<Vec<CertificateRecord>, StoreError>;
+    fn certificates(&self) -> Result<Vec<SignedRecord>, StoreError> {
+        self.signed_records(SignedKind::NodeCertificate)
+    }
 
     /// Whether what is stored outlives the process.
     fn is_persistent(&self) -> bool;
@@ -66,7 +116,7 @@ pub struct MemoryStructureStore {
 struct Memory {
     ids: HashMap<String, u64>,
     agents: BTreeMap<String, AdmittedAgent>,
-    certificates: BTreeMap<String, CertificateRecord>,
+    signed: BTreeMap<(SignedKind, String), SignedRecord>,
 }
 
 impl MemoryStructureStore {
@@ -105,15 +155,31 @@ impl StructureStore for MemoryStructureStore {
         Ok(())
     }
 
-    fn save_certificate(&self, certificate: &CertificateRecord) -> Result<(), StoreError> {
+    fn save_signed(
+        &self,
+        kind: SignedKind,
+        key: &str,
+        record: &SignedRecord,
+    ) -> Result<(), StoreError> {
         self.lock()
-            .certificates
-            .insert(certificate.id.clone(), certificate.clone());
+            .signed
+            .insert((kind, key.to_owned()), record.clone());
         Ok(())
     }
 
-    fn certificates(&self) -> Result<Vec<CertificateRecord>, StoreError> {
-        Ok(self.lock().certificates.values().cloned().collect())
+    fn signed_records(&self, kind: SignedKind) -> Result<Vec<SignedRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .signed
+            .iter()
+            .filter(|((k, _), _)| *k == kind)
+            .map(|(_, record)| record.clone())
+            .collect())
+    }
+
+    fn forget_signed(&self, kind: SignedKind, key: &str) -> Result<(), StoreError> {
+        self.lock().signed.remove(&(kind, key.to_owned()));
+        Ok(())
     }
 
     fn is_persistent(&self) -> bool {

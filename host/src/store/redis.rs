@@ -17,8 +17,7 @@
 
 use super::{admitted_from_stored, write_limits};
 use crate::audit::{decode_hash, AuditStore, StoredEntry, GENESIS};
-use crate::commit::CertificateRecord;
-use crate::privileged::{AdmittedAgent, StoreError, StructureStore};
+use crate::privileged::{AdmittedAgent, SignedKind, SignedRecord, StoreError, StructureStore};
 use crate::runtime::ComponentHash;
 use crate::session::{SessionRecord, SessionStore, StoredSession};
 use redis::{Commands as _, Connection, ConnectionLike as _};
@@ -254,36 +253,53 @@ impl StructureStore for RedisStore {
             .map_err(failed)
     }
 
-    fn save_certificate(&self, certificate: &CertificateRecord) -> Result<(), StoreError> {
+    fn save_signed(
+        &self,
+        kind: SignedKind,
+        key: &str,
+        record: &SignedRecord,
+    ) -> Result<(), StoreError> {
         redis::cmd("HSET")
-            .arg(self.key(&["certificates"]))
-            .arg(&certificate.id)
+            .arg(self.key(&["signed", kind.name()]))
+            .arg(key)
             .arg(format!(
-                "{}\n{}",
-                certificate.signature, certificate.payload
+                "{}\n{}\n{}",
+                record.id, record.signature, record.payload
             ))
             .query::<()>(&mut *self.lock().map_err(failed)?)
             .map_err(failed)
     }
 
-    fn certificates(&self) -> Result<Vec<CertificateRecord>, StoreError> {
+    fn signed_records(&self, kind: SignedKind) -> Result<Vec<SignedRecord>, StoreError> {
         let stored: std::collections::BTreeMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.key(&["certificates"]))
+            .arg(self.key(&["signed", kind.name()]))
             .query(&mut *self.lock().map_err(failed)?)
             .map_err(failed)?;
         stored
             .into_iter()
-            .map(|(id, value)| match value.split_once('\n') {
-                Some((signature, payload)) => Ok(CertificateRecord {
-                    signature: signature.to_owned(),
-                    payload: payload.to_owned(),
-                    id,
-                }),
-                None => Err(StoreError(format!(
-                    "the stored node certificate `{id}` is incomplete"
-                ))),
+            .map(|(key, value)| {
+                let mut parts = value.splitn(3, '\n');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(id), Some(signature), Some(payload)) => Ok(SignedRecord {
+                        id: id.to_owned(),
+                        signature: signature.to_owned(),
+                        payload: payload.to_owned(),
+                    }),
+                    _ => Err(StoreError(format!(
+                        "the stored {} `{key}` is incomplete",
+                        kind.name()
+                    ))),
+                }
             })
             .collect()
+    }
+
+    fn forget_signed(&self, kind: SignedKind, key: &str) -> Result<(), StoreError> {
+        redis::cmd("HDEL")
+            .arg(self.key(&["signed", kind.name()]))
+            .arg(key)
+            .query::<()>(&mut *self.lock().map_err(failed)?)
+            .map_err(failed)
     }
 
     fn is_persistent(&self) -> bool {

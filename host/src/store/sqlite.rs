@@ -5,8 +5,7 @@
 
 use super::{admitted_from_stored, write_limits};
 use crate::audit::{decode_hash, AuditStore, StoredEntry, GENESIS};
-use crate::commit::CertificateRecord;
-use crate::privileged::{AdmittedAgent, StoreError, StructureStore};
+use crate::privileged::{AdmittedAgent, SignedKind, SignedRecord, StoreError, StructureStore};
 use crate::runtime::ComponentHash;
 use crate::session::{SessionRecord, SessionStore, StoredSession};
 use rusqlite::{params, Connection, OptionalExtension as _};
@@ -51,11 +50,15 @@ const MIGRATIONS: &[&str] = &[
          value BLOB NOT NULL,
          PRIMARY KEY (agent, session, key)
      );",
-    // 3 -> 4: node certificates (the signed payload and its signature).
-    "CREATE TABLE certificates (
-         id TEXT PRIMARY KEY,
+    // 3 -> 4: payloads the owner signed that outlive their command (node
+    // certificates, federation links): exact bytes and signature.
+    "CREATE TABLE signed (
+         kind TEXT NOT NULL,
+         key TEXT NOT NULL,
+         id TEXT NOT NULL,
          payload TEXT NOT NULL,
-         signature TEXT NOT NULL
+         signature TEXT NOT NULL,
+         PRIMARY KEY (kind, key)
      );",
 ];
 
@@ -197,24 +200,36 @@ impl StructureStore for SqliteStore {
         Ok(())
     }
 
-    fn save_certificate(&self, certificate: &CertificateRecord) -> Result<(), StoreError> {
+    fn save_signed(
+        &self,
+        kind: SignedKind,
+        key: &str,
+        record: &SignedRecord,
+    ) -> Result<(), StoreError> {
         self.lock()
             .execute(
-                "INSERT OR REPLACE INTO certificates (id, payload, signature) VALUES (?1, ?2, ?3)",
-                params![certificate.id, certificate.payload, certificate.signature],
+                "INSERT OR REPLACE INTO signed (kind, key, id, payload, signature)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    kind.name(),
+                    key,
+                    record.id,
+                    record.payload,
+                    record.signature
+                ],
             )
             .map_err(failed)?;
         Ok(())
     }
 
-    fn certificates(&self) -> Result<Vec<CertificateRecord>, StoreError> {
+    fn signed_records(&self, kind: SignedKind) -> Result<Vec<SignedRecord>, StoreError> {
         let connection = self.lock();
         let mut statement = connection
-            .prepare("SELECT id, payload, signature FROM certificates ORDER BY id")
+            .prepare("SELECT id, payload, signature FROM signed WHERE kind = ?1 ORDER BY key")
             .map_err(failed)?;
         let rows = statement
-            .query_map([], |row| {
-                Ok(CertificateRecord {
+            .query_map(params![kind.name()], |row| {
+                Ok(SignedRecord {
                     id: row.get(0)?,
                     payload: row.get(1)?,
                     signature: row.get(2)?,
@@ -222,6 +237,16 @@ impl StructureStore for SqliteStore {
             })
             .map_err(failed)?;
         rows.collect::<Result<_, _>>().map_err(failed)
+    }
+
+    fn forget_signed(&self, kind: SignedKind, key: &str) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "DELETE FROM signed WHERE kind = ?1 AND key = ?2",
+                params![kind.name(), key],
+            )
+            .map_err(failed)?;
+        Ok(())
     }
 
     fn is_persistent(&self) -> bool {
