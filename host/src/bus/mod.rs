@@ -58,8 +58,9 @@ use session::SessionEntry;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-pub use thread::ThreadWorker;
+pub use table::RemoteTarget;
 use thread::{Accepted, Hop, ThreadState};
+pub use thread::{RemoteDelivery, ThreadHandle, ThreadWorker};
 use tokio::sync::watch;
 
 /// Limits of the bus, each with its default.
@@ -97,12 +98,15 @@ pub(crate) enum Sender {
     User(Arc<str>),
     /// An agent, by name.
     Agent(AgentName),
+    /// A sender outside this process (`ORGANISM/agent` over a federation
+    /// link).
+    Remote(Arc<str>),
 }
 
 impl Sender {
     pub(crate) fn as_str(&self) -> &str {
         match self {
-            Sender::User(from) => from,
+            Sender::User(from) | Sender::Remote(from) => from,
             Sender::Agent(name) => name.as_str(),
         }
     }
@@ -281,8 +285,26 @@ impl BusInner {
             Some(id) => self.session_thread(session, id)?,
             None => None,
         };
+        let hop = Hop {
+            from: Sender::User(Arc::clone(&session.from)),
+            payload,
+            repairs,
+            depth: 0,
+        };
+        self.take_in(session, thread, hop)
+    }
+
+    /// Checks a message coming into the bus from outside — the session's
+    /// grants, its listeners — and queues it on `thread`, or on a new
+    /// thread of the session.
+    fn take_in(
+        self: &Arc<Self>,
+        session: &Arc<SessionEntry>,
+        thread: Option<Arc<ThreadState>>,
+        hop: Hop,
+    ) -> Result<Submitted, Refusal> {
         let thread_id = thread.as_ref().map(|t| &t.id);
-        let tag = payload.tag();
+        let tag = hop.payload.tag();
         if tag.is_reserved() || !session.grants().allows(tag) {
             return Err(frames::access_denied(tag.as_str(), thread_id));
         }
@@ -292,12 +314,6 @@ impl BusInner {
         let thread = match thread {
             Some(thread) => thread,
             None => self.new_thread(session),
-        };
-        let hop = Hop {
-            from: Sender::User(Arc::clone(&session.from)),
-            payload,
-            repairs,
-            depth: 0,
         };
         match self.accept(&thread, hop) {
             Accepted::Queued => Ok(Submitted {
@@ -310,6 +326,31 @@ impl BusInner {
             }),
             Accepted::Refused => Err(frames::unknown_thread(thread.id.as_str())),
         }
+    }
+
+    /// A message from outside this process; see [`Session::submit_remote`].
+    fn submit_remote(
+        self: &Arc<Self>,
+        session: &Arc<SessionEntry>,
+        payload: crate::xml::CanonicalXml,
+        from: &str,
+        depth: u32,
+        continued: Option<&str>,
+    ) -> Result<Submitted, Refusal> {
+        if session.is_ended() {
+            return Err(frames::malformed("the session has ended"));
+        }
+        let thread = match continued {
+            Some(id) => self.session_thread(session, id)?,
+            None => None,
+        };
+        let hop = Hop {
+            from: Sender::Remote(from.into()),
+            payload,
+            repairs: Vec::new(),
+            depth,
+        };
+        self.take_in(session, thread, hop)
     }
 
     /// The session's own live thread `id`, or `unknown-thread`.
@@ -382,8 +423,9 @@ impl BusInner {
 
     fn end_session_instances(&self, session: &SessionEntry) {
         for listener in self.table().agents() {
-            let ListenerTarget::Local(agent) = &listener.target;
-            agent.end_session(&session.key);
+            if let Some(agent) = listener.target.local() {
+                agent.end_session(&session.key);
+            }
         }
     }
 }
@@ -446,6 +488,24 @@ impl Session {
     pub fn submit_and_drive(&self, frame: &[u8]) -> Result<Submitted, Refusal> {
         self.bus
             .submit(&self.entry, frame)
+            .inspect_err(|refusal| self.bus.refuse(&self.entry, None, refusal.clone()))
+    }
+
+    /// Takes one message from outside this process (a federation link):
+    /// `from` names its sender as this organism sees it, `depth` counts the
+    /// agent deliveries behind it (so thread bounds hold across the link),
+    /// and `thread` continues one of this session's threads or, `None`,
+    /// starts one. Checked against the session's grants and the listeners
+    /// like a client's frame; a refusal is also queued in the outbox.
+    pub fn submit_remote(
+        &self,
+        payload: crate::xml::CanonicalXml,
+        from: &str,
+        depth: u32,
+        thread: Option<&str>,
+    ) -> Result<Submitted, Refusal> {
+        self.bus
+            .submit_remote(&self.entry, payload, from, depth, thread)
             .inspect_err(|refusal| self.bus.refuse(&self.entry, None, refusal.clone()))
     }
 

@@ -12,13 +12,34 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use thiserror::Error;
 
-/// Where a listener's messages go. Today every listener is a local wasm
-/// agent; a listener on another node will be another variant, taking the
-/// same canonical envelope.
+/// Where a listener's messages go: a wasm agent in this process, or a
+/// listener elsewhere (a federation link) that takes the same canonical
+/// payload and answers later on the same thread.
 #[derive(Debug, Clone)]
 pub enum ListenerTarget {
     /// An agent running in this process.
     Local(Arc<Agent>),
+    /// A listener outside this process.
+    Remote(Arc<dyn RemoteTarget>),
+}
+
+impl ListenerTarget {
+    /// The local agent, if it is one.
+    pub fn local(&self) -> Option<&Arc<Agent>> {
+        match self {
+            ListenerTarget::Local(agent) => Some(agent),
+            ListenerTarget::Remote(_) => None,
+        }
+    }
+}
+
+/// A listener outside this process. The bus hands it each message routed
+/// to it; whatever answers come back later arrive through the
+/// [`ThreadHandle`](super::ThreadHandle) it was given.
+pub trait RemoteTarget: Send + Sync + std::fmt::Debug {
+    /// Takes one message without waiting for the far side. An error is the
+    /// reason it could not be sent; the thread gets `agent-failed` with it.
+    fn forward(&self, delivery: super::RemoteDelivery) -> Result<(), String>;
 }
 
 /// A registered listener: an agent's name, the tags it listens to, the

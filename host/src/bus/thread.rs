@@ -277,7 +277,24 @@ impl BusInner {
         hop: &Hop,
         listener: &Listener,
     ) -> Result<Vec<String>, CallError> {
-        let ListenerTarget::Local(agent) = &listener.target;
+        let agent = match &listener.target {
+            ListenerTarget::Local(agent) => agent,
+            ListenerTarget::Remote(remote) => {
+                let delivery = RemoteDelivery {
+                    thread: ThreadHandle {
+                        bus: Arc::clone(self),
+                        thread: Arc::clone(thread),
+                    },
+                    sender: hop.from.as_str().to_owned(),
+                    depth: hop.depth + 1,
+                    payload: hop.payload.clone(),
+                };
+                return remote
+                    .forward(delivery)
+                    .map(|()| Vec::new())
+                    .map_err(CallError::Remote);
+            }
+        };
         let emitter = agent.can_emit().then(|| {
             Arc::new(ThreadEmitter {
                 bus: Arc::clone(self),
@@ -495,6 +512,75 @@ impl BusInner {
             depth: hop.depth,
             canonical: hop.payload.as_str(),
         });
+    }
+}
+
+/// A message for a [`RemoteTarget`](super::RemoteTarget): the payload, who
+/// sent it, the depth it arrives at, and the thread its answers belong to.
+#[derive(Debug)]
+pub struct RemoteDelivery {
+    /// The thread, to answer on.
+    pub thread: ThreadHandle,
+    /// `user:NAME`, an agent's name, or a remote sender.
+    pub sender: String,
+    /// Agent deliveries that led here, this one included.
+    pub depth: u32,
+    /// The canonical payload.
+    pub payload: CanonicalXml,
+}
+
+/// A thread held by a listener outside this process, to put its answers on
+/// when they come.
+#[derive(Clone)]
+pub struct ThreadHandle {
+    bus: Arc<BusInner>,
+    thread: Arc<ThreadState>,
+}
+
+impl ThreadHandle {
+    /// The thread's id.
+    pub fn id(&self) -> &ThreadId {
+        &self.thread.id
+    }
+
+    /// Whether the thread has ended (answers to it are dropped).
+    pub fn is_ended(&self) -> bool {
+        self.thread.is_ended() || self.thread.session.is_ended()
+    }
+
+    /// Puts an answer from `from` on the thread at `depth`, routed like any
+    /// emission: to the agents listening to its tag, or to the session.
+    /// Returns `false` when the thread has ended.
+    pub fn answer(&self, from: &str, payload: CanonicalXml, depth: u32) -> bool {
+        let hop = Hop {
+            from: Sender::Remote(from.into()),
+            payload,
+            repairs: Vec::new(),
+            depth,
+        };
+        match self.bus.accept(&self.thread, hop) {
+            Accepted::Queued => true,
+            Accepted::StartWorker => {
+                ThreadWorker::new(Arc::clone(&self.bus), Arc::clone(&self.thread)).spawn();
+                true
+            }
+            Accepted::Refused => false,
+        }
+    }
+
+    /// Tells the thread's session that `agent` failed it, for `reason`.
+    pub fn fail(&self, agent: &str, reason: &str) {
+        let refusal = frames::agent_failed(agent, &self.thread.id, reason);
+        self.bus
+            .refuse(&self.thread.session, Some(&self.thread.id), refusal);
+    }
+}
+
+impl std::fmt::Debug for ThreadHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ThreadHandle")
+            .field(&self.thread.id)
+            .finish()
     }
 }
 

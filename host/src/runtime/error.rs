@@ -65,6 +65,9 @@ pub enum CallError {
     /// The call emitted more with `host.emit` than its output limits allow.
     #[error("emitted past its limit: {0}")]
     EmitLimit(String),
+    /// A listener outside this process could not take the message.
+    #[error("{0}")]
+    Remote(String),
     /// The call trapped for another reason (`unreachable`, a bad memory
     /// access, a panic in the guest).
     #[error("trapped: {0}")]

@@ -1,7 +1,7 @@
 //! `/metrics`: the server's and the bus's counters as Prometheus text.
 
 use super::State;
-use crate::bus::{ListenerTarget, LATENCY_BUCKETS_US};
+use crate::bus::LATENCY_BUCKETS_US;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
@@ -116,10 +116,7 @@ pub(crate) fn render(state: &State) -> String {
     let table = state.bus.table();
     let stats: Vec<_> = table
         .agents()
-        .map(|listener| {
-            let ListenerTarget::Local(agent) = &listener.target;
-            (&listener.name, agent.stats())
-        })
+        .filter_map(|listener| Some((&listener.name, listener.target.local()?.stats())))
         .collect();
     for (name, stats) in &stats {
         let _ = writeln!(

@@ -358,9 +358,10 @@ async fn wait_until_idle(state: &State) {
     let mut idle_checks = 0;
     while idle_checks < 3 {
         let busy = state.bus.table().agents().any(|listener| {
-            let ListenerTarget::Local(agent) = &listener.target;
-            let stats = agent.stats();
-            stats.in_flight + stats.queued > 0
+            listener.target.local().is_some_and(|agent| {
+                let stats = agent.stats();
+                stats.in_flight + stats.queued > 0
+            })
         });
         idle_checks = if busy { 0 } else { idle_checks + 1 };
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -748,8 +749,9 @@ fn spawn_sweeper(state: &Arc<State>, mut shutdown: watch::Receiver<bool>) {
                     state.sessions.sweep(std::time::Instant::now());
                     state.prune_floods();
                     for listener in state.bus.table().agents() {
-                        let ListenerTarget::Local(agent) = &listener.target;
-                        agent.evict_idle();
+                        if let Some(agent) = listener.target.local() {
+                            agent.evict_idle();
+                        }
                     }
                 }
                 _ = shutdown.changed() => return,
