@@ -113,23 +113,43 @@ fn signed_records_are_kept_byte_for_byte_on_every_backend() {
             SignedRecord {
             id: id.into(),
             // Exact bytes, newlines and markup included.
-            payload: format!("<payload id=\"{id}\">\n<node-certificate key-id=\"x\"></node-certificate></payload>"),
+            payload: format!(
+                "<payload id=\"{id}\">\n<node-certificate key-id=\"x\"></node-certificate></payload>"
+            ),
             signature: "c2lnbmF0dXJl".into(),
         }
         };
-        stores.structure.save_certificate(&record("c2")).unwrap();
-        stores.structure.save_certificate(&record("c1")).unwrap();
-        stores.structure.save_certificate(&record("c1")).unwrap();
+        let structure = &stores.structure;
+        structure.save_certificate(&record("c2")).unwrap();
+        structure.save_certificate(&record("c1")).unwrap();
+        structure.save_certificate(&record("c1")).unwrap();
         let expected = vec![record("c1"), record("c2")];
-        assert_eq!(stores.structure.certificates().unwrap(), expected, "{name}");
-        if stores.structure.is_persistent() {
+        assert_eq!(structure.certificates().unwrap(), expected, "{name}");
+        // Another kind, kept apart, replaced by key and forgotten.
+        let links = SignedKind::FederationLink;
+        structure.save_signed(links, "peer", &record("l1")).unwrap();
+        structure.save_signed(links, "peer", &record("l2")).unwrap();
+        assert_eq!(
+            structure.signed_records(links).unwrap(),
+            [record("l2")],
+            "{name}"
+        );
+        if structure.is_persistent() {
             let reopened = Stores::open(&config, dir.path()).unwrap();
+            let again = &reopened.structure;
+            assert_eq!(again.certificates().unwrap(), expected, "{name}");
             assert_eq!(
-                reopened.structure.certificates().unwrap(),
-                expected,
+                again.signed_records(links).unwrap(),
+                [record("l2")],
                 "{name}"
             );
         }
+        structure.forget_signed(links, "peer").unwrap();
+        assert!(
+            structure.signed_records(links).unwrap().is_empty(),
+            "{name}"
+        );
+        assert_eq!(structure.certificates().unwrap(), expected, "{name}");
     }
 }
 
