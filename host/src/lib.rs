@@ -9,6 +9,7 @@
 //! - [`auth`] — the user directory and TOTP logins.
 //! - [`audit`] — the hash-chained audit log.
 //! - [`commit`] — node keys, certificates, signed audit checkpoints and exports.
+//! - [`federation`] — links between organisms: signed traffic for chosen tags.
 //! - [`store`] — the storage backends (memory, SQLite).
 //! - [`privileged`] — the organism's identity and signed structural change.
 //! - [`session`] — sessions that outlive sockets: resume tokens, expiry.
@@ -23,6 +24,7 @@ pub mod capability;
 pub mod cli;
 pub mod client;
 pub mod commit;
+pub mod federation;
 pub mod privileged;
 pub mod runtime;
 pub mod server;

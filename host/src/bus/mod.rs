@@ -496,7 +496,8 @@ impl Session {
     /// agent deliveries behind it (so thread bounds hold across the link),
     /// and `thread` continues one of this session's threads or, `None`,
     /// starts one. Checked against the session's grants and the listeners
-    /// like a client's frame; a refusal is also queued in the outbox.
+    /// like a client's frame; a refusal is returned to the caller only (it
+    /// answers the far side itself), and counted.
     pub fn submit_remote(
         &self,
         payload: crate::xml::CanonicalXml,
@@ -506,7 +507,7 @@ impl Session {
     ) -> Result<Submitted, Refusal> {
         self.bus
             .submit_remote(&self.entry, payload, from, depth, thread)
-            .inspect_err(|refusal| self.bus.refuse(&self.entry, None, refusal.clone()))
+            .inspect_err(|refusal| self.bus.metrics.refused(refusal.kind))
     }
 
     /// Ends the session: its threads stop, its agent instances are dropped,

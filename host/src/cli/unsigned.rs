@@ -11,8 +11,11 @@ use crate::capability::{
     AgentGrants, AllowedHost, BucketQuota, HttpGrant, SecretHeader, StorageGrant,
 };
 use crate::commit::{key_id, load_public_key, CertificateRequest, Purpose};
+use crate::federation::LinkRequest;
 use crate::privileged::time::unix_seconds;
-use crate::privileged::{Command, ComponentSource, LimitChanges, Registration, ShutdownMode};
+use crate::privileged::{
+    Command, ComponentSource, LimitChanges, OrganismKey, Registration, ShutdownMode,
+};
 use crate::runtime::ComponentHash;
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
@@ -227,6 +230,32 @@ enum Unsigned {
         #[arg(long, value_delimiter = ',', default_value = "audit")]
         purpose: Vec<String>,
     },
+    /// Link to another organism (federation-link); its owner must sign a
+    /// link naming this organism too.
+    FederationLink {
+        /// The peer owner's public key (its `identity.pub`).
+        #[arg(long)]
+        peer_key: PathBuf,
+        /// The peer's port: wss://host:port/.
+        #[arg(long)]
+        address: String,
+        /// The SHA-256 fingerprint of the peer's TLS certificate (its
+        /// `agentserver run` prints it).
+        #[arg(long)]
+        tls_fingerprint: String,
+        /// Tags that may go to the peer (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',')]
+        send: Vec<String>,
+        /// Tags the peer may start threads with here.
+        #[arg(long, value_delimiter = ',')]
+        accept: Vec<String>,
+    },
+    /// End the link to an organism (federation-unlink).
+    FederationUnlink {
+        /// The peer's owner fingerprint (`agentserver identity` prints it).
+        #[arg(long)]
+        peer: String,
+    },
 }
 
 /// Prints the unsigned command.
@@ -304,6 +333,20 @@ pub fn run(args: &CommandArgs) -> anyhow::Result<()> {
                 not_after: now + days.saturating_mul(86_400),
             })
         }
+        Unsigned::FederationLink {
+            peer_key,
+            address,
+            tls_fingerprint,
+            send,
+            accept,
+        } => Command::Link(LinkRequest {
+            peer_key: *OrganismKey::load(peer_key)?.verifying_key(),
+            address: address.clone(),
+            tls_fingerprint: tls_fingerprint.clone(),
+            send: send.clone(),
+            accept: accept.clone(),
+        }),
+        Unsigned::FederationUnlink { peer } => Command::Unlink { peer: peer.clone() },
     };
     super::write_stdout(&command.to_unsigned_document())
 }

@@ -251,6 +251,11 @@ impl Client {
             .map_err(connection)
     }
 
+    /// Closes the connection with a normal close frame.
+    pub async fn close(&mut self) -> Result<(), ClientError> {
+        self.ws.close(None).await.map_err(connection)
+    }
+
     /// The next text frame or close frame (pings are answered on the way).
     pub async fn receive(&mut self) -> Result<Received, ClientError> {
         loop {

@@ -5,6 +5,7 @@
 use super::Refused;
 use crate::capability::AgentGrants;
 use crate::commit::CertificateRequest;
+use crate::federation::LinkRequest;
 use crate::runtime::{AgentLimits, ComponentHash};
 use crate::xml::Element;
 use base64::Engine as _;
@@ -203,6 +204,13 @@ pub enum Command {
     Shutdown(ShutdownMode),
     /// `node-certificate key-id="…" public-key="…" purpose="…" not-after="…"`.
     NodeCertificate(CertificateRequest),
+    /// `federation-link peer-key="…" address="…" tls-fingerprint="…" send="…" accept="…"`.
+    Link(LinkRequest),
+    /// `federation-unlink peer="FINGERPRINT"`.
+    Unlink {
+        /// The peer organism's owner fingerprint.
+        peer: String,
+    },
 }
 
 impl Command {
@@ -262,11 +270,17 @@ impl Command {
             "node-certificate" => Command::NodeCertificate(
                 CertificateRequest::read(element).map_err(|e| Refused::Invalid(e.to_string()))?,
             ),
+            "federation-link" => Command::Link(
+                LinkRequest::read(element).map_err(|e| Refused::Invalid(e.to_string()))?,
+            ),
+            "federation-unlink" => Command::Unlink {
+                peer: required("peer")?,
+            },
             other => {
                 return Err(Refused::Invalid(format!(
                     "<{other}> is not a command; the commands are agent-registration, \
-                     agent-removal, agent-limits, user-grant, user-revoke, shutdown and \
-                     node-certificate"
+                     agent-removal, agent-limits, user-grant, user-revoke, shutdown, \
+                     node-certificate, federation-link and federation-unlink"
                 )))
             }
         })
@@ -354,6 +368,10 @@ impl Command {
                 let _ = write!(out, "<shutdown mode=\"{mode}\"/>");
             }
             Command::NodeCertificate(request) => out.push_str(&request.to_xml()),
+            Command::Link(request) => out.push_str(&request.to_xml()),
+            Command::Unlink { peer } => {
+                let _ = write!(out, "<federation-unlink peer=\"{}\"/>", escape(peer));
+            }
         }
         out
     }

@@ -203,6 +203,7 @@ pub struct Privileged {
     auth: Arc<Authenticator>,
     store: Arc<dyn StructureStore>,
     audit: Arc<dyn AuditSink>,
+    federation: Arc<crate::federation::Federation>,
     one_at_a_time: tokio::sync::Mutex<()>,
     grants: watch::Sender<u64>,
     shutdown: watch::Sender<Option<ShutdownMode>>,
@@ -217,6 +218,7 @@ impl Privileged {
         auth: Arc<Authenticator>,
         store: Arc<dyn StructureStore>,
         audit: Arc<dyn AuditSink>,
+        federation: Arc<crate::federation::Federation>,
     ) -> Self {
         Privileged {
             config,
@@ -225,6 +227,7 @@ impl Privileged {
             auth,
             store,
             audit,
+            federation,
             one_at_a_time: tokio::sync::Mutex::new(()),
             grants: watch::channel(0).0,
             shutdown: watch::channel(None).0,
@@ -341,6 +344,11 @@ impl Privileged {
                 Ok(())
             }
             Command::NodeCertificate(request) => self.certify(signed, &request, now),
+            Command::Link(_) => self
+                .federation
+                .apply_link(signed_record(signed)?)
+                .map_err(Refused::Conflict),
+            Command::Unlink { peer } => self.federation.unlink(&peer).map_err(Refused::Conflict),
         }
     }
 
@@ -358,14 +366,8 @@ impl Privileged {
                 time::format_instant(request.not_after)
             )));
         }
-        let signature = signed.signature.as_ref().ok_or(Refused::Unsigned)?;
-        let record = SignedRecord {
-            id: signed.id.clone(),
-            payload: signed.payload.as_str().to_owned(),
-            signature: base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
-        };
         self.store
-            .save_certificate(&record)
+            .save_certificate(&signed_record(signed)?)
             .map_err(|e| Refused::Storage(e.to_string()))?;
         tracing::info!(
             key_id = request.key_id,
@@ -589,6 +591,16 @@ impl std::fmt::Debug for Privileged {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// A checked command as kept: its canonical payload and signature.
+fn signed_record(signed: &SignedCommand) -> Result<SignedRecord, Refused> {
+    let signature = signed.signature.as_ref().ok_or(Refused::Unsigned)?;
+    Ok(SignedRecord {
+        id: signed.id.clone(),
+        payload: signed.payload.as_str().to_owned(),
+        signature: base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
+    })
 }
 
 /// The refusal for an agent command naming a federation link's listener.

@@ -70,6 +70,16 @@ pub(crate) async fn serve(
         close(&mut ws, CloseCode::Policy, AUTH_FAILED).await;
         return;
     };
+    let login = match login {
+        First::Federation(inbound) => {
+            drop(unauthenticated);
+            gate.open();
+            let (code, reason) = super::federated::serve(&state, &mut ws, &inbound).await;
+            close(&mut ws, code, reason).await;
+            return;
+        }
+        First::User(login) => login,
+    };
     drop(unauthenticated);
     gate.open();
     let user = match &login {
@@ -166,6 +176,14 @@ enum Login {
     Resumed(Attached),
 }
 
+/// What a good first frame opens.
+enum First {
+    /// A user's session.
+    User(Login),
+    /// `<federation-hello>`: another organism, over a link.
+    Federation(Box<crate::federation::Inbound>),
+}
+
 /// The tags a user's `allow` list grants.
 pub(crate) fn grants(allow: &Allow) -> Grants {
     match allow {
@@ -204,7 +222,7 @@ fn audit_auth(
 }
 
 /// Reads the first frame and checks it; `None` for every kind of failure.
-async fn authenticate(state: &State, ws: &mut Socket, peer: SocketAddr) -> Option<Login> {
+async fn authenticate(state: &State, ws: &mut Socket, peer: SocketAddr) -> Option<First> {
     let first = tokio::time::timeout(AUTH_TIMEOUT, ws.next())
         .await
         .ok()??
@@ -212,6 +230,15 @@ async fn authenticate(state: &State, ws: &mut Socket, peer: SocketAddr) -> Optio
     let Message::Text(text) = first else {
         return None;
     };
+    if starts_element(trim_start(text.as_bytes()), b"federation-hello") {
+        return match state.federation.accept_hello(&text) {
+            Ok(inbound) => Some(First::Federation(Box::new(inbound))),
+            Err(reason) => {
+                tracing::info!(%peer, %reason, "federation hello refused");
+                None
+            }
+        };
+    }
     let limits = Limits {
         max_input_bytes: 4096,
         ..Limits::default()
@@ -225,7 +252,7 @@ async fn authenticate(state: &State, ws: &mut Socket, peer: SocketAddr) -> Optio
                 Ok(user) => {
                     tracing::info!(user = user.name(), %peer, "logged in");
                     audit_auth(state, "login", user.name(), None, peer);
-                    Some(Login::Fresh(user))
+                    Some(First::User(Login::Fresh(user)))
                 }
                 Err(reason) => {
                     tracing::info!(%peer, %reason, "login refused");
@@ -254,7 +281,7 @@ async fn authenticate(state: &State, ws: &mut Socket, peer: SocketAddr) -> Optio
                         Some(attached.session.id()),
                         peer,
                     );
-                    Some(Login::Resumed(attached))
+                    Some(First::User(Login::Resumed(attached)))
                 }
                 Err(reason) => {
                     let now_blocked = state

@@ -23,6 +23,7 @@ mod catalog;
 mod check;
 pub mod config;
 mod connection;
+mod federated;
 mod flood;
 mod gate;
 mod http;
@@ -45,6 +46,7 @@ use crate::bus::{
 };
 use crate::capability::Secrets;
 use crate::commit::{Certificate, CheckpointSigner, NodeKey, Purpose, NODE_PUBLIC_KEY_FILE};
+use crate::federation::Federation;
 use crate::privileged::{
     Carrier, IdentityError, OrganismKey, Privileged, PrivilegedConfig, ShutdownMode, StoreError,
     StructureStore, Verdict,
@@ -142,6 +144,8 @@ pub(crate) struct State {
     pub(crate) bus: Bus,
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) privileged: Arc<Privileged>,
+    /// The links to other organisms.
+    pub(crate) federation: Arc<Federation>,
     /// Set when a graceful shutdown began: new messages are refused.
     pub(crate) draining: AtomicBool,
     pub(crate) max_command_bytes: usize,
@@ -408,12 +412,14 @@ fn runtime_config(config: &Config) -> RuntimeConfig {
     }
 }
 
-/// Everything but the network: the agents, the bus and who may change them.
+/// Everything but the network: the agents, the bus, who may change them,
+/// and the links to other organisms.
 struct Organism {
     runtime: Arc<Runtime>,
     bus: Bus,
     auth: Arc<Authenticator>,
     privileged: Arc<Privileged>,
+    federation: Arc<Federation>,
 }
 
 /// Builds the organism of `config` on `stores`, auditing into `audit`:
@@ -422,8 +428,13 @@ async fn assemble(
     config: &Config,
     stores: &Stores,
     audit: Arc<dyn AuditSink>,
-    key: Option<OrganismKey>,
+    identity: Option<Identity>,
 ) -> Result<Organism, ServerError> {
+    let (key, node) = match identity {
+        Some(Identity { owner, node }) => (Some(owner), Some(node)),
+        None => (None, None),
+    };
+    let federation_audit = Arc::clone(&audit);
     let users = Users::load(&config.users)?;
     let secrets = match &config.secrets {
         Some(path) => Secrets::load(path).map_err(|e| ServerError::Secrets(e.to_string()))?,
@@ -445,6 +456,13 @@ async fn assemble(
         Arc::clone(&audit),
     );
     let auth = Arc::new(Authenticator::new(users, &AuthConfig::default()));
+    let federation = Federation::new(
+        key.as_ref(),
+        node,
+        bus.clone(),
+        Arc::clone(&stores.structure),
+        federation_audit,
+    );
     let privileged = Arc::new(Privileged::new(
         PrivilegedConfig {
             key,
@@ -457,6 +475,7 @@ async fn assemble(
         Arc::clone(&auth),
         Arc::clone(&stores.structure),
         audit,
+        Arc::clone(&federation),
     ));
     {
         let runtime = Arc::clone(&runtime);
@@ -475,11 +494,13 @@ async fn assemble(
             reason: e.to_string(),
         })??;
     }
+    federation.restore().map_err(ServerError::Restore)?;
     Ok(Organism {
         runtime,
         bus,
         auth,
         privileged,
+        federation,
     })
 }
 
@@ -493,16 +514,18 @@ type OpenedStores = (Stores, Arc<dyn AuditSink>, Option<Arc<AuditLog>>);
 fn open_stores(
     config: &Config,
     audit: Option<Arc<dyn AuditSink>>,
-    key: Option<&OrganismKey>,
+    identity: Option<&Identity>,
 ) -> Result<OpenedStores, ServerError> {
     let stores = Stores::open(&config.storage, &config.data_dir).map_err(ServerError::Store)?;
     Ok(match audit {
         Some(audit) => (stores, audit, None),
         None => {
-            let signer = match key {
-                Some(key) if config.checkpoints.is_enabled() => {
-                    Some(checkpoint_signer(config, key, stores.structure.as_ref())?)
-                }
+            let signer = match identity {
+                Some(identity) if config.checkpoints.is_enabled() => Some(checkpoint_signer(
+                    config,
+                    identity,
+                    stores.structure.as_ref(),
+                )?),
                 _ => None,
             };
             let log = Arc::new(
@@ -513,18 +536,35 @@ fn open_stores(
     })
 }
 
-/// The node key (made at the first start) and when to sign with it; says
-/// in the log whether a stored certificate vouches for the key now.
+/// The organism's public key and this node's own key.
+struct Identity {
+    owner: OrganismKey,
+    node: NodeKey,
+}
+
+/// The organism's identity, if it has one, with the node key (made at the
+/// first start).
+fn load_identity(config: &Config) -> Result<Option<Identity>, ServerError> {
+    let Some(owner) = organism_key(config)? else {
+        return Ok(None);
+    };
+    let (node, made) = NodeKey::load_or_create(&config.data_dir)?;
+    if made {
+        let public = config.data_dir.join(NODE_PUBLIC_KEY_FILE);
+        tracing::info!(key_id = node.key_id(), path = %public.display(), "node key made");
+    }
+    Ok(Some(Identity { owner, node }))
+}
+
+/// When to sign checkpoints with the node key; says in the log whether a
+/// stored certificate vouches for the key now.
 fn checkpoint_signer(
     config: &Config,
-    owner: &OrganismKey,
+    identity: &Identity,
     structure: &dyn StructureStore,
 ) -> Result<CheckpointSigner, ServerError> {
-    let (key, made) = NodeKey::load_or_create(&config.data_dir)?;
+    let (owner, key) = (&identity.owner, identity.node.clone());
     let public = config.data_dir.join(NODE_PUBLIC_KEY_FILE);
-    if made {
-        tracing::info!(key_id = key.key_id(), path = %public.display(), "node key made");
-    }
     let now = crate::privileged::time::unix_seconds(std::time::SystemTime::now());
     let certified = structure
         .certificates()
@@ -559,8 +599,8 @@ fn checkpoint_signer(
 /// server would on start: the boot and admitted agents are loaded, the
 /// command is checked and applied, and the audit log records it.
 pub async fn apply_offline(config: Config, command: &[u8]) -> Result<Verdict, ServerError> {
-    let key = organism_key(&config)?;
-    let (stores, audit, log) = open_stores(&config, None, key.as_ref())?;
+    let identity = load_identity(&config)?;
+    let (stores, audit, log) = open_stores(&config, None, identity.as_ref())?;
     if !stores.structure.is_persistent() {
         return Err(ServerError::Store(StoreError(
             "storage is `memory`, so a stopped server keeps no structure to change; \
@@ -568,7 +608,7 @@ pub async fn apply_offline(config: Config, command: &[u8]) -> Result<Verdict, Se
                 .into(),
         )));
     }
-    let organism = assemble(&config, &stores, audit, key).await?;
+    let organism = assemble(&config, &stores, audit, identity).await?;
     let verdict = organism
         .privileged
         .execute(
@@ -603,14 +643,15 @@ async fn start_inner(
     let fingerprint = identity.fingerprint();
     let (tls_config, certificate) = identity.live_config(source)?;
     let tls = tokio_rustls::TlsAcceptor::from(tls_config);
-    let key = organism_key(&config)?;
-    let (stores, audit, audit_log) = open_stores(&config, audit, key.as_ref())?;
+    let organism_identity = load_identity(&config)?;
+    let (stores, audit, audit_log) = open_stores(&config, audit, organism_identity.as_ref())?;
     let Organism {
         runtime,
         bus,
         auth,
         privileged,
-    } = assemble(&config, &stores, audit, key).await?;
+        federation,
+    } = assemble(&config, &stores, audit, organism_identity).await?;
     let listener =
         TcpListener::bind(config.listen)
             .await
@@ -637,6 +678,7 @@ async fn start_inner(
         bus,
         auth,
         privileged,
+        federation,
         draining: AtomicBool::new(false),
         max_command_bytes: config.max_command_bytes,
         counters: Counters::default(),
