@@ -161,6 +161,23 @@ async fn linked_tags_cross_both_ways_and_nothing_else_does() {
         "{echoed}"
     );
 
+    // A's /metrics counts the link's traffic: two questions and one answer
+    // sent, two answers and one question received.
+    let (status, metrics) =
+        agentserver::client::get(&format!("https://{}/metrics", a.address()), &a.trust())
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    for (direction, count) in [("sent", 3), ("received", 3)] {
+        let sample = format!(
+            "agentserver_federation_messages_total{{peer=\"{fb}\",direction=\"{direction}\"}} {count}\n"
+        );
+        assert!(metrics.contains(&sample), "no {sample:?} in:\n{metrics}");
+    }
+    assert!(metrics.contains(&format!(
+        "agentserver_federation_refused_total{{peer=\"{fb}\"}} 0"
+    )));
+
     // A tag no link sends stays home: A has no `wordfreq`, and nothing
     // carries it to B.
     let refused = ask(&mut alice, "<wordfreq>a a b</wordfreq>").await;

@@ -10,7 +10,7 @@
 //! (the newest [`MAX_THREADS`] of them).
 
 use super::wire::{Greeting, Role};
-use super::{now_ms, Federation, Link, PeerKey};
+use super::{now_ms, Federation, Link, LinkCounters, PeerKey};
 use crate::bus::{RemoteDelivery, RemoteTarget, ThreadHandle};
 use crate::client::{Client, Received, Trust};
 use crate::xml::Tag;
@@ -40,6 +40,7 @@ pub(crate) struct Gateway {
     peer: String,
     queue: mpsc::Sender<(Instant, RemoteDelivery)>,
     waiting: Mutex<Waiting>,
+    counters: Arc<LinkCounters>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -56,6 +57,7 @@ impl Gateway {
     pub(crate) fn start(
         federation: Arc<Federation>,
         link: Link,
+        counters: Arc<LinkCounters>,
         closed: watch::Receiver<bool>,
     ) -> Arc<Gateway> {
         let (queue, outgoing) = mpsc::channel(QUEUE_CAPACITY);
@@ -63,6 +65,7 @@ impl Gateway {
             peer: link.request.peer(),
             queue,
             waiting: Mutex::new(Waiting::default()),
+            counters,
         });
         tokio::spawn(run(
             federation,
@@ -72,6 +75,13 @@ impl Gateway {
             closed,
         ));
         gateway
+    }
+
+    /// Messages queued for the connection (not those it holds while
+    /// down) and threads waiting for answers.
+    pub(crate) fn backlog(&self) -> (u64, u64) {
+        let queued = QUEUE_CAPACITY - self.queue.capacity();
+        (queued as u64, self.waiting().threads.len() as u64)
     }
 
     fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
@@ -309,7 +319,10 @@ impl Connection<'_> {
         );
         match frame {
             Ok(frame) => match client.send(&frame).await {
-                Ok(()) => true,
+                Ok(()) => {
+                    self.gateway.counters.sent(frame.len());
+                    true
+                }
                 Err(error) => {
                     delivery.thread.fail(
                         &agent,
@@ -357,5 +370,6 @@ fn answer(
         );
     }
     let from = format!("{peer}/{}", message.sender);
+    gateway.counters.received(frame.len());
     thread.answer(&from, message.payload, message.hops);
 }

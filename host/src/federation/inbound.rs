@@ -193,6 +193,7 @@ impl Inbound {
                         hops: message.hops,
                     },
                 );
+                self.live.counters.received(frame.len());
                 Taken::Accepted(submitted.worker)
             }
             Err(refusal) => {
@@ -204,7 +205,10 @@ impl Inbound {
                         .sign(peer, &message.thread, "server", message.hops + 1, payload)
                         .ok()
                 }) {
-                    Some(answer) => Taken::Answer(answer),
+                    Some(answer) => {
+                        self.live.counters.sent(answer.len());
+                        Taken::Answer(answer)
+                    }
                     None => Taken::Dropped("a refusal could not be signed".into()),
                 }
             }
@@ -231,7 +235,8 @@ impl Inbound {
                 ("server".into(), thread, payload)
             };
         let mapped = self.threads().by_local.get(&local).cloned()?;
-        self.federation
+        let answer = self
+            .federation
             .sign(
                 &self.live.peer,
                 &mapped.peer_thread,
@@ -239,7 +244,9 @@ impl Inbound {
                 mapped.hops + 1,
                 payload,
             )
-            .ok()
+            .ok()?;
+        self.live.counters.sent(answer.len());
+        Some(answer)
     }
 }
 

@@ -42,6 +42,7 @@ use crate::privileged::{
 use crate::xml::{escape_attribute, Tag};
 use gateway::Gateway;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -58,12 +59,63 @@ struct Own {
     node: NodeKey,
 }
 
-/// A link in force: what the owner signed, and how to stop it.
+/// A link's traffic so far, both directions together.
+#[derive(Debug, Default)]
+pub(crate) struct LinkCounters {
+    /// Messages and answers signed and sent to the peer.
+    sent: AtomicU64,
+    /// Messages and answers from the peer taken onto the bus.
+    received: AtomicU64,
+    /// Frames from the peer refused (and audited).
+    refused: AtomicU64,
+    /// Bytes of frames sent.
+    bytes_sent: AtomicU64,
+    /// Bytes of frames taken.
+    bytes_received: AtomicU64,
+}
+
+impl LinkCounters {
+    pub(crate) fn sent(&self, bytes: usize) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn received(&self, bytes: usize) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        self.bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// One link's figures for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkMetrics {
+    /// The peer's fingerprint.
+    pub peer: String,
+    /// Messages and answers sent.
+    pub sent: u64,
+    /// Messages and answers taken.
+    pub received: u64,
+    /// Frames refused.
+    pub refused: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes taken.
+    pub bytes_received: u64,
+    /// Messages waiting for the connection.
+    pub queued: u64,
+    /// Threads waiting for answers over the link.
+    pub threads: u64,
+}
+
+/// A link in force: what the owner signed, its traffic, and how to stop it.
 #[derive(Debug)]
 pub(crate) struct LiveLink {
     pub(crate) link: Link,
     pub(crate) peer: String,
+    pub(crate) counters: Arc<LinkCounters>,
     listener: Option<AgentName>,
+    gateway: Option<Arc<Gateway>>,
     closed: watch::Sender<bool>,
 }
 
@@ -220,21 +272,27 @@ impl Federation {
         let peer = link.request.peer();
         self.stop(&peer);
         let (closed, _) = watch::channel(false);
-        let listener = if link.request.send.is_empty() {
-            None
+        let counters = Arc::new(LinkCounters::default());
+        let (listener, gateway) = if link.request.send.is_empty() {
+            (None, None)
         } else {
             let name =
                 AgentName::new(&format!("link-{}", &peer[..16])).map_err(|e| e.to_string())?;
-            let gateway = Gateway::start(Arc::clone(self), link.clone(), closed.subscribe());
+            let gateway = Gateway::start(
+                Arc::clone(self),
+                link.clone(),
+                Arc::clone(&counters),
+                closed.subscribe(),
+            );
             self.bus
                 .register(Listener {
                     name: name.clone(),
                     listens: link.request.send.iter().map(|t| Tag::new(t)).collect(),
                     description: format!("Organism {} over a federation link.", &peer[..16]),
-                    target: ListenerTarget::Remote(gateway),
+                    target: ListenerTarget::Remote(gateway.clone()),
                 })
                 .map_err(|e| e.to_string())?;
-            Some(name)
+            (Some(name), Some(gateway))
         };
         tracing::info!(%peer, send = ?link.request.send, accept = ?link.request.accept, "federation link in force");
         self.links().insert(
@@ -242,7 +300,9 @@ impl Federation {
             Arc::new(LiveLink {
                 link,
                 peer,
+                counters,
                 listener,
+                gateway,
                 closed,
             }),
         );
@@ -257,6 +317,33 @@ impl Federation {
             let _ = self.bus.remove(name);
         }
         live.closed.send_replace(true);
+    }
+
+    /// Each link's traffic, by peer.
+    pub fn metrics(&self) -> Vec<LinkMetrics> {
+        let mut all: Vec<LinkMetrics> = self
+            .links()
+            .values()
+            .map(|live| {
+                let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+                let (queued, threads) = live
+                    .gateway
+                    .as_ref()
+                    .map_or((0, 0), |gateway| gateway.backlog());
+                LinkMetrics {
+                    peer: live.peer.clone(),
+                    sent: count(&live.counters.sent),
+                    received: count(&live.counters.received),
+                    refused: count(&live.counters.refused),
+                    bytes_sent: count(&live.counters.bytes_sent),
+                    bytes_received: count(&live.counters.bytes_received),
+                    queued,
+                    threads,
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| a.peer.cmp(&b.peer));
+        all
     }
 
     /// The link to `peer`, if it is in force.
@@ -421,6 +508,9 @@ impl Federation {
     /// Audits a refusal at a gateway: who, and why.
     fn audit_refusal(&self, peer: &str, reason: &str) {
         tracing::info!(%peer, %reason, "federation: refused");
+        if let Some(live) = self.link(peer) {
+            live.counters.refused.fetch_add(1, Ordering::Relaxed);
+        }
         let mut canonical = String::from("<federation-refused peer=\"");
         escape_attribute(&mut canonical, peer);
         canonical.push_str("\" reason=\"");

@@ -2,6 +2,7 @@
 
 use super::State;
 use crate::bus::LATENCY_BUCKETS_US;
+use crate::federation::LinkMetrics;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
@@ -138,5 +139,68 @@ pub(crate) fn render(state: &State) -> String {
             stats.in_flight
         );
     }
+    federation(&mut out, &state.federation.metrics());
     out
+}
+
+/// A metric family of the links: name, type, help, and each link's
+/// samples (a `direction` label, empty for none, and the value).
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&LinkMetrics) -> Vec<(&'static str, u64)>,
+);
+
+/// The federation links' families: traffic by direction, refusals, and
+/// what waits on each link.
+fn federation(out: &mut String, links: &[LinkMetrics]) {
+    let families: [Family; 5] = [
+        (
+            "agentserver_federation_messages_total",
+            "counter",
+            "Signed messages and answers over each link, by direction.",
+            |l| vec![("sent", l.sent), ("received", l.received)],
+        ),
+        (
+            "agentserver_federation_bytes_total",
+            "counter",
+            "Bytes of frames over each link, by direction.",
+            |l| vec![("sent", l.bytes_sent), ("received", l.bytes_received)],
+        ),
+        (
+            "agentserver_federation_refused_total",
+            "counter",
+            "Frames from each peer refused and audited (bad signature, replay, unaccepted tag…).",
+            |l| vec![("", l.refused)],
+        ),
+        (
+            "agentserver_federation_queued",
+            "gauge",
+            "Messages waiting for each link's connection.",
+            |l| vec![("", l.queued)],
+        ),
+        (
+            "agentserver_federation_threads",
+            "gauge",
+            "Threads waiting for answers over each link.",
+            |l| vec![("", l.threads)],
+        ),
+    ];
+    for (name, kind, help, samples) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for link in links {
+            for (direction, value) in samples(link) {
+                let peer = &link.peer;
+                if direction.is_empty() {
+                    let _ = writeln!(out, "{name}{{peer=\"{peer}\"}} {value}");
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{peer=\"{peer}\",direction=\"{direction}\"}} {value}"
+                    );
+                }
+            }
+        }
+    }
 }
