@@ -133,6 +133,7 @@ test: agent-tools agents pydeps sysdeps lint agent-tests
 
 bench: agent-tools agents pydeps
 	$(CARGO) bench -p agentserver
+	$(CARGO) bench -p agentserver-tests --bench federation_link
 
 FUZZ_SECONDS ?= 600
 ## xml_ingest (the XML core) or privileged_command (the signed-command reader).

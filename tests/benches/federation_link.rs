@@ -1,0 +1,149 @@
+//! The price of a federation link: the round trip of a 1 KiB `<echo>`
+//! from a client to an echo agent in its own organism, next to the same
+//! round trip from a client of organism A to the echo agent of organism B
+//! over a loopback link (A's gateway signs and canonicalizes it, B checks
+//! and answers, A checks the answer), in one run, interleaved in blocks so
+//! that both see the same machine.
+//!
+//! Two real servers in this process, over real TLS. Needs the example
+//! agents (`make agents`). Run with `make bench` or `cargo bench -p
+//! agentserver-tests --bench federation_link`; it prints a Markdown table
+//! for `docs/benchmarks.md`.
+
+use agentserver::client::{Client, Received};
+use agentserver::commit::{key_id, CertificateRequest, NodeKey, Purpose};
+use agentserver::federation::LinkRequest;
+use agentserver::privileged::Command;
+use agentserver_tests::{recv_until, TestServer};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Round trips timed per path.
+const ROUNDS: usize = 4_000;
+/// Round trips per block before switching paths.
+const BLOCK: usize = 200;
+/// Untimed round trips per path first.
+const WARMUP: usize = 200;
+/// No flood limit gets in the way of a benchmark.
+const UNLIMITED: &str = "messages_per_second = 1000000\nmessage_burst = 1000000\n";
+
+async fn apply(server: &TestServer, client: &mut Client, command: &Command) {
+    client
+        .send(&server.sign(&command.to_unsigned_document()))
+        .await
+        .unwrap();
+    let verdict = recv_until(client, "<privileged-result").await;
+    assert!(verdict.contains("applied"), "{verdict}");
+}
+
+fn certificate(server: &TestServer) -> Command {
+    let node = NodeKey::load_or_create(&server.dir.path().join("data"))
+        .expect("node key")
+        .0;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    Command::NodeCertificate(CertificateRequest {
+        key_id: key_id(&node.verifying_key()),
+        public_key: node.verifying_key(),
+        purposes: vec![Purpose::Federation],
+        not_after: now + 86_400,
+    })
+}
+
+fn link(peer: &TestServer, send: &[&str], accept: &[&str]) -> Command {
+    Command::Link(LinkRequest {
+        peer_key: peer.key.verifying_key(),
+        address: peer.url(),
+        tls_fingerprint: peer.server().fingerprint().to_owned(),
+        send: send.iter().map(|t| t.to_string()).collect(),
+        accept: accept.iter().map(|t| t.to_string()).collect(),
+    })
+}
+
+/// One round trip: send, wait for the answer.
+async fn round_trip(client: &mut Client, message: &str) -> Duration {
+    let start = Instant::now();
+    client.send(message).await.unwrap();
+    loop {
+        match client.receive().await.unwrap() {
+            Received::Text(text) if text.starts_with("<message") => return start.elapsed(),
+            Received::Text(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let a = TestServer::start_with(
+            &[("owner", &["echo"]), ("alice", &["echo"])],
+            &[],
+            UNLIMITED,
+        )
+        .await;
+        let b = TestServer::start_with(
+            &[("owner", &["echo"]), ("bob", &["echo"])],
+            &[("echo", "echo", &["echo"])],
+            UNLIMITED,
+        )
+        .await;
+        let (mut owner_a, _) = a.login("owner").await;
+        let (mut owner_b, _) = b.login("owner").await;
+        apply(&a, &mut owner_a, &certificate(&a)).await;
+        apply(&b, &mut owner_b, &certificate(&b)).await;
+        apply(&b, &mut owner_b, &link(&a, &[], &["echo"])).await;
+        apply(&a, &mut owner_a, &link(&b, &["echo"], &[])).await;
+        let (mut across, _) = a.login("alice").await;
+        let (mut inside, _) = b.login("bob").await;
+        let message = format!("<echo>{}</echo>", "x".repeat(1_024));
+        for _ in 0..WARMUP {
+            round_trip(&mut inside, &message).await;
+            round_trip(&mut across, &message).await;
+        }
+        let (mut inside_times, mut across_times) = (Vec::new(), Vec::new());
+        while inside_times.len() < ROUNDS {
+            for _ in 0..BLOCK {
+                inside_times.push(round_trip(&mut inside, &message).await);
+            }
+            for _ in 0..BLOCK {
+                across_times.push(round_trip(&mut across, &message).await);
+            }
+        }
+        println!("| 1 KiB `<echo>` round trip, {ROUNDS} each | p50 | p99 | mean |");
+        println!("|---|---|---|---|");
+        let mut p50s = Vec::new();
+        for (name, times) in [
+            ("inside one organism", &mut inside_times),
+            ("across a loopback federation link", &mut across_times),
+        ] {
+            times.sort();
+            let mean = times.iter().sum::<Duration>() / times.len() as u32;
+            p50s.push(percentile(times, 0.5));
+            println!(
+                "| {name} | {} | {} | {} |",
+                micros(percentile(times, 0.5)),
+                micros(percentile(times, 0.99)),
+                micros(mean)
+            );
+        }
+        println!(
+            "\nThe link adds {} at p50 ({:.2}× the round trip inside one organism).",
+            micros(p50s[1].saturating_sub(p50s[0])),
+            p50s[1].as_secs_f64() / p50s[0].as_secs_f64()
+        );
+    });
+}
