@@ -18,6 +18,8 @@ pub const RESERVED_TAGS: &[&str] = &[
     "end-session",
     "privileged-command",
     "privileged-result",
+    "federation-hello",
+    "federation-message",
 ];
 
 /// An element's expanded name: `local`, or `{namespace}local` (Clark
