@@ -277,8 +277,15 @@ impl Connection<'_> {
         loop {
             tokio::select! {
                 next = outgoing.recv() => {
-                    let Some((_, delivery)) = next else { return };
-                    if !self.send(&mut client, delivery).await {
+                    let Some(item) = next else { return };
+                    if !self.peer_key.is_current() {
+                        // Connect again: the next handshake shows the
+                        // peer's renewed certificate, if there is one.
+                        held.push_front(item);
+                        let _ = client.close().await;
+                        return;
+                    }
+                    if !self.send(&mut client, item.1).await {
                         return;
                     }
                 }

@@ -58,6 +58,9 @@ pub enum Taken {
     Answer(String),
     /// Dropped (and audited) for this reason.
     Dropped(String),
+    /// The peer's certificate has run out: close the connection, so that
+    /// the peer connects again with a renewed one.
+    Close(String),
 }
 
 impl Federation {
@@ -149,6 +152,15 @@ impl Inbound {
     /// Checks one frame from the peer and puts it on the bus.
     pub fn take(&self, frame: &[u8]) -> Taken {
         let peer = &self.live.peer;
+        if !self.peer_key.is_current() {
+            let reason = format!(
+                "the peer's certificate {} no longer covers `federation`; closing so that it \
+                 connects again with a renewed one",
+                self.peer_key.certificate.id
+            );
+            self.federation.audit_refusal(peer, &reason);
+            return Taken::Close(reason);
+        }
         let message = match self.federation.check_message(peer, &self.peer_key, frame) {
             Ok(message) => message,
             Err(reason) => {

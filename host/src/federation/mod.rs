@@ -138,6 +138,16 @@ pub(crate) struct PeerKey {
     certificate: Certificate,
 }
 
+impl PeerKey {
+    /// Whether the certificate shown at the handshake still lets the key
+    /// speak on links; once it does not, the connection is dropped, so
+    /// that the next handshake shows a renewed one.
+    pub(crate) fn is_current(&self) -> bool {
+        self.certificate
+            .covers(now_ms() / 1_000, Purpose::Federation)
+    }
+}
+
 /// The organism's links and what checks their traffic.
 pub struct Federation {
     own: Option<Own>,

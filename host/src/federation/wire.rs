@@ -312,15 +312,21 @@ impl Federated {
                 root.name
             )));
         }
-        let (Some(element), Some(signature_element), 2) = (
-            root.only_child("federated"),
-            root.only_child("signature"),
-            root.children.len(),
-        ) else {
-            return Err(wire(
-                "a <federation-message> holds one <federated> and one <signature>",
-            ));
-        };
+        // Exactly `<federated>` then `<signature>`, the signature text only:
+        // nothing outside the signed element may pass for the payload.
+        let (element, signature_element) =
+            match root.children.as_slice() {
+                [element, signature]
+                    if element.name == "federated"
+                        && signature.name == "signature"
+                        && signature.children.is_empty() =>
+                {
+                    (element, signature)
+                }
+                _ => return Err(wire(
+                    "a <federation-message> holds one <federated>, then one <signature> of text",
+                )),
+            };
         if element.children.len() != 1 || !element.text.trim().is_empty() {
             return Err(wire("a <federated> holds exactly one payload element"));
         }
@@ -328,8 +334,11 @@ impl Federated {
             depth == 1 && tag.as_str() == "federated"
         })
         .map_err(|e| wire(e.to_string()))?;
-        let payload = canonicalize_subtree(frame, limits, &[], |depth, _| depth == 2)
-            .map_err(|e| wire(e.to_string()))?;
+        // The payload is read from the signed bytes themselves.
+        let payload = canonicalize_subtree(signed.as_str().as_bytes(), limits, &[], |depth, _| {
+            depth == 1
+        })
+        .map_err(|e| wire(e.to_string()))?;
         let attribute = |name: &str| {
             element
                 .attribute(name)
@@ -449,6 +458,17 @@ mod tests {
             signed.as_bytes(),
             &signature
         ));
+        // A payload smuggled outside the signed element is refused, in
+        // the signature or before the signed element.
+        for smuggled in [
+            frame.replace("</signature>", "<evil>rm</evil></signature>"),
+            frame.replace(
+                "<federation-message>",
+                "<federation-message><signature>x</signature>",
+            ),
+        ] {
+            assert!(Federated::read(smuggled.as_bytes(), &Limits::default()).is_err());
+        }
         let changed = frame.replace("2 &lt; 3", "2 &lt; 4");
         let (_, signature, signed) =
             Federated::read(changed.as_bytes(), &Limits::default()).unwrap();

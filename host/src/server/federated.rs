@@ -62,6 +62,7 @@ pub(super) async fn serve(
                             return (CloseCode::Normal, "gone");
                         }
                     }
+                    Taken::Close(_) => return (CloseCode::Policy, "certificate expired"),
                     Taken::Dropped(_) => {
                         if !flood.bad_message(Instant::now()) {
                             tracing::warn!(%peer, reason = "flooding", "federation link closed: too many refused messages");
