@@ -2,6 +2,7 @@
 #
 #   make run     build the host and the Rust agents and serve them; the Python,
 #                JavaScript, C and Go agents join while it runs
+#   make federation-demo  two organisms on loopback, linked by both owners
 #   make test    build everything and run every check and test
 #   make bench   run the benchmarks (figures go in docs/benchmarks.md)
 #   make agents  build the example agents (Rust, Python, JavaScript, C, Go) into target/agents
@@ -27,7 +28,7 @@ AGENT_TOOLS   ?= yes
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all run test bench agents rust-agents agent-tools agent-tests build toolchain pydeps sysdeps lint fmt fuzz clean
+.PHONY: all run federation-demo test bench agents rust-agents agent-tools agent-tests build toolchain pydeps sysdeps lint fmt fuzz clean
 
 all: build agent-tools agents
 
@@ -123,6 +124,14 @@ run: build rust-agents
 		setsid bash example-agents/join.sh wss://$(LISTEN)/ run & join=$$!; \
 	trap 'kill $$mock 2>/dev/null; kill -- -$$join 2>/dev/null' EXIT INT TERM; \
 	$(CARGO) run -q -p agentserver -- run --config example-agents/organism.toml --listen $(LISTEN)
+
+## Two organisms on loopback (ports 8771 and 8772, run/federation/), each
+## owner certifying their node key and signing a link to the other: A's
+## user asks B's calculator, B's user A's echo agent, across the link
+## (docs/federation.md). Serves until Ctrl-C; FEDERATION_DEMO_ONCE=1 stops
+## once the answers are printed.
+federation-demo: build rust-agents
+	@AGENTSERVER=$(TARGET_DIR)/debug/agentserver AGENTS_DIR=$(AGENTS_DIR) bash deploy/federation-demo.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
