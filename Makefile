@@ -70,11 +70,11 @@ agent-tests:
 	bash example-agents/go/test.sh
 
 ## System tools the tests use, from Debian when missing: chromium, node and
-## npm for the browser test, redis-server for the Redis backend, openssl to
-## read the keys `identity generate` writes, nginx (with its stream module)
-## and caddy, the reverse proxies deploy/ configures, systemd for
-## `systemd-analyze`, which checks the unit in deploy/ (`verify`, `security
-## --offline`; nothing is started).
+## npm for the browser test, redis-server for the Redis backend,
+## nats-server for the cluster, openssl to read the keys `identity generate`
+## writes, nginx (with its stream module) and caddy, the reverse proxies
+## deploy/ configures, systemd for `systemd-analyze`, which checks the unit
+## in deploy/ (`verify`, `security --offline`; nothing is started).
 sysdeps:
 	@need=""; \
 	command -v chromium >/dev/null || need="$$need chromium"; \
@@ -82,6 +82,7 @@ sysdeps:
 	test -f /usr/lib/nginx/modules/ngx_stream_module.so || need="$$need libnginx-mod-stream"; \
 	command -v caddy >/dev/null || need="$$need caddy"; \
 	command -v redis-server >/dev/null || need="$$need redis-server"; \
+	command -v nats-server >/dev/null || need="$$need nats-server"; \
 	command -v openssl >/dev/null || need="$$need openssl"; \
 	command -v systemd-analyze >/dev/null || need="$$need systemd"; \
 	command -v npm >/dev/null || need="$$need nodejs npm"; \

@@ -8,6 +8,7 @@
 //! - [`bus`] — routing by root tag, threads, delegation between agents.
 //! - [`auth`] — the user directory and TOTP logins.
 //! - [`audit`] — the hash-chained audit log.
+//! - [`cluster`] — several nodes serving one organism over NATS.
 //! - [`commit`] — node keys, certificates, signed audit checkpoints and exports.
 //! - [`federation`] — links between organisms: signed traffic for chosen tags.
 //! - [`store`] — the storage backends (memory, SQLite).
@@ -23,6 +24,7 @@ pub mod bus;
 pub mod capability;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod commit;
 pub mod federation;
 pub mod privileged;

@@ -372,6 +372,13 @@ impl TestServer {
             server.shutdown().await;
         }
     }
+
+    /// Stops the server at once: calls in flight are abandoned.
+    pub async fn stop_now(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown_now().await;
+        }
+    }
 }
 
 /// The next text frame, waiting at most 10 s.
@@ -572,5 +579,64 @@ impl Drop for MockLlm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A real `nats-server` on a free loopback port, killed when dropped.
+pub struct NatsServer {
+    child: Option<std::process::Child>,
+    /// `nats://127.0.0.1:PORT`.
+    pub url: String,
+    port: u16,
+}
+
+impl NatsServer {
+    /// Starts one and waits until its port accepts connections.
+    pub fn start() -> NatsServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = NatsServer {
+            child: None,
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+        };
+        server.restart();
+        server
+    }
+
+    /// Kills the server (as a crash would).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and waits for it.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (make test installs it from Debian)");
+        self.child = Some(child);
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "nats-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

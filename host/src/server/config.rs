@@ -42,8 +42,11 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "max_unauthenticated_per_address",
     "proxy",
     "audit",
+    "cluster",
     "agent",
 ];
+/// The keys of `[cluster]`.
+const CLUSTER_KEYS: &[&str] = &["nats_url", "node"];
 /// The keys of `[audit]`.
 const AUDIT_KEYS: &[&str] = &["checkpoint_entries", "checkpoint_seconds"];
 /// The keys of `[proxy]`.
@@ -221,6 +224,8 @@ pub struct Config {
     pub proxies: TrustedProxies,
     /// When the audit writer signs checkpoints (`[audit]`).
     pub checkpoints: CheckpointPolicy,
+    /// Several nodes serving one organism over NATS (`[cluster]`).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Config {
@@ -341,6 +346,41 @@ impl Config {
                 }
             }
         };
+        let cluster = match root.get("cluster") {
+            None => None,
+            Some(item) => {
+                let table = item
+                    .as_table_like()
+                    .ok_or_else(|| reader.bad("cluster", "must be a table"))?;
+                reader.only_known(table, "cluster.", CLUSTER_KEYS)?;
+                let node = reader
+                    .string(table, "node")?
+                    .filter(|n| {
+                        !n.is_empty()
+                            && n.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+                    })
+                    .ok_or_else(|| {
+                        reader.bad(
+                            "cluster.node",
+                            "every node needs a name of letters, digits, `-` or `_`",
+                        )
+                    })?;
+                if !matches!(storage, StorageConfig::Redis { .. }) {
+                    return Err(reader.bad(
+                        "cluster",
+                        "the nodes of a cluster share sessions, structure and the audit store: \
+                         set [storage] backend = \"redis\"",
+                    ));
+                }
+                Some(crate::cluster::ClusterConfig {
+                    nats_url: reader
+                        .string(table, "nats_url")?
+                        .unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned()),
+                    node,
+                })
+            }
+        };
         Ok(Config {
             listen,
             components_dir: reader
@@ -388,6 +428,7 @@ impl Config {
                 .map_or(64, |n| (n as usize).max(1)),
             proxies,
             checkpoints,
+            cluster,
         })
     }
 }
@@ -692,6 +733,26 @@ timeout_ms = 1000
             err.to_string(),
             "o.toml: `proxy.from`: must be a list of addresses or networks"
         );
+    }
+
+    #[test]
+    fn a_cluster_needs_a_node_name_and_the_shared_store() {
+        let parse = |text: &str| Config::parse(text, Path::new("o.toml"), Path::new("."));
+        let err = parse("[cluster]\nnode = \"a\"\n").unwrap_err().to_string();
+        assert!(err.contains("backend = \"redis\""), "{err}");
+        let err = parse("[storage]\nbackend = \"redis\"\n[cluster]\nnode = \"a b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`cluster.node`"), "{err}");
+        let config = parse("[storage]\nbackend = \"redis\"\n[cluster]\nnode = \"a-1\"\n").unwrap();
+        assert_eq!(
+            config.cluster,
+            Some(crate::cluster::ClusterConfig {
+                nats_url: "nats://127.0.0.1:4222".into(),
+                node: "a-1".into(),
+            })
+        );
+        assert_eq!(parse("").unwrap().cluster, None);
     }
 
     #[test]

@@ -114,6 +114,9 @@ pub enum ServerError {
     /// Agents admitted at run time could not be restored.
     #[error("restoring admitted agents: {0}")]
     Restore(String),
+    /// The cluster could not be joined.
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The port could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -287,6 +290,7 @@ pub struct RunningServer {
     audit_log: Option<Arc<AuditLog>>,
     shutdown: watch::Sender<bool>,
     accept_loop: tokio::task::JoinHandle<()>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl RunningServer {
@@ -298,6 +302,11 @@ impl RunningServer {
     /// The SHA-256 fingerprint of its TLS certificate at start.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// Its bus (for tools and tests that look at the routing table).
+    pub fn bus(&self) -> &Bus {
+        &self.state.bus
     }
 
     /// Reloads the TLS certificate and key files and the users file (what
@@ -338,6 +347,9 @@ impl RunningServer {
     /// flight are abandoned.
     pub async fn shutdown_now(self) {
         self.state.draining.store(true, Ordering::Release);
+        if let Some(cluster) = &self.cluster {
+            cluster.leave().await;
+        }
         let _ = self.shutdown.send(true);
         let _ = self.accept_loop.await;
         // Upgraded WebSockets run on tasks of their own: wait for them to
@@ -674,6 +686,10 @@ async fn start_inner(
             .max()
             .unwrap_or(1_800)
     });
+    let cluster = match &config.cluster {
+        Some(cluster) => Some(crate::cluster::Cluster::join(cluster, bus.clone()).await?),
+        None => None,
+    };
     let state = Arc::new(State {
         bus,
         auth,
@@ -739,6 +755,7 @@ async fn start_inner(
         audit_log,
         shutdown: shutdown_tx,
         accept_loop,
+        cluster,
     })
 }
 
