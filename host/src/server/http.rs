@@ -1,5 +1,6 @@
 //! The routes of the one port: the WebSocket channel and the web console
-//! on `/`, `/healthz`, `/metrics`; anything else is 404.
+//! on `/`, the JavaScript client library the console imports under
+//! `/client/`, `/healthz`, `/metrics`; anything else is 404.
 
 use super::pressure::PendingSlot;
 use super::{connection, gate, metrics, proxy, State};
@@ -13,6 +14,45 @@ use std::sync::{Arc, Mutex};
 
 /// The web console, served from the binary.
 const CONSOLE_HTML: &str = include_str!("console.html");
+
+/// The JavaScript client library (`clients/js`), served from the binary as
+/// the ES modules the console imports (`/client/index.js` and the modules
+/// it imports in turn).
+const CLIENT_MODULES: &[(&str, &str)] = &[
+    (
+        "/client/index.js",
+        include_str!("../../../clients/js/index.js"),
+    ),
+    (
+        "/client/client.js",
+        include_str!("../../../clients/js/client.js"),
+    ),
+    (
+        "/client/errors.js",
+        include_str!("../../../clients/js/errors.js"),
+    ),
+    (
+        "/client/frames.js",
+        include_str!("../../../clients/js/frames.js"),
+    ),
+    (
+        "/client/limits.js",
+        include_str!("../../../clients/js/limits.js"),
+    ),
+    (
+        "/client/totp.js",
+        include_str!("../../../clients/js/totp.js"),
+    ),
+    ("/client/xml.js", include_str!("../../../clients/js/xml.js")),
+];
+
+/// The client module served at `path`, if any.
+fn client_module(path: &str) -> Option<&'static str> {
+    CLIENT_MODULES
+        .iter()
+        .find(|(served_at, _)| *served_at == path)
+        .map(|(_, source)| *source)
+}
 
 fn respond(
     status: StatusCode,
@@ -87,6 +127,15 @@ pub(crate) async fn handle(
                 format!("bad WebSocket upgrade: {error}\n"),
             ),
         });
+    }
+    if request.method() == Method::GET {
+        if let Some(module) = client_module(path) {
+            return Ok(respond(
+                StatusCode::OK,
+                "text/javascript; charset=utf-8",
+                module,
+            ));
+        }
     }
     Ok(match (request.method(), path) {
         (&Method::GET, "/") => respond(StatusCode::OK, "text/html; charset=utf-8", CONSOLE_HTML),
