@@ -9,56 +9,13 @@
 use agentserver::client::{Client, Received};
 use agentserver::commit::{key_id, CertificateRequest, NodeKey, Purpose};
 use agentserver::federation::wire::{Federated, Greeting, Role};
-use agentserver::federation::LinkRequest;
 use agentserver::privileged::{Command, SignedRecord, SigningKey};
 use agentserver::xml::{canonicalize, Limits};
-use agentserver_tests::{recv_text, recv_until, TestServer};
+use agentserver_tests::organisms::{
+    apply, certificate, fingerprint, link, node_key, signed_record,
+};
+use agentserver_tests::{recv_text, TestServer};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// The owner fingerprint of a test server.
-fn fingerprint(server: &TestServer) -> String {
-    agentserver::federation::fingerprint(&server.key.verifying_key())
-}
-
-/// Sends a signed command over `client` and returns the verdict.
-async fn apply(server: &TestServer, client: &mut Client, command: &Command) -> String {
-    client
-        .send(&server.sign(&command.to_unsigned_document()))
-        .await
-        .unwrap();
-    recv_until(client, "<privileged-result").await
-}
-
-fn node_key(server: &TestServer) -> NodeKey {
-    NodeKey::load_or_create(&server.dir.path().join("data"))
-        .expect("the server made its node key")
-        .0
-}
-
-/// The owner certifies the server's node key for `purposes`.
-fn certificate(server: &TestServer, purposes: Vec<Purpose>, days: u64) -> Command {
-    let node = node_key(server);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    Command::NodeCertificate(CertificateRequest {
-        key_id: key_id(&node.verifying_key()),
-        public_key: node.verifying_key(),
-        purposes,
-        not_after: now + days * 86_400,
-    })
-}
-
-fn link(peer: &TestServer, send: &[&str], accept: &[&str]) -> Command {
-    Command::Link(LinkRequest {
-        peer_key: peer.key.verifying_key(),
-        address: peer.url(),
-        tls_fingerprint: peer.server().fingerprint().to_owned(),
-        send: send.iter().map(|t| t.to_string()).collect(),
-        accept: accept.iter().map(|t| t.to_string()).collect(),
-    })
-}
 
 /// Asks `message` and returns the answer frame that is not a catalog.
 async fn ask(client: &mut Client, message: &str) -> String {
@@ -88,17 +45,24 @@ async fn organisms() -> (TestServer, TestServer) {
     (a, b)
 }
 
+/// The owners of A and B logged in, each having certified its server's
+/// node key for audit and federation.
+async fn certified(a: &TestServer, b: &TestServer) -> (Client, Client) {
+    let (mut owner_a, _) = a.login("owner").await;
+    let (mut owner_b, _) = b.login("owner").await;
+    for (server, owner) in [(a, &mut owner_a), (b, &mut owner_b)] {
+        let purposes = vec![Purpose::Audit, Purpose::Federation];
+        let verdict = apply(server, owner, &certificate(server, purposes, 2)).await;
+        assert!(verdict.contains("applied"), "{verdict}");
+    }
+    (owner_a, owner_b)
+}
+
 /// Certifies both node keys and links A (sends `calculate`, accepts `echo`)
 /// and B (sends `echo`, accepts `calculate`); B links first, so that A's
 /// gateway finds B ready.
 async fn link_both(a: &TestServer, b: &TestServer) -> (Client, Client) {
-    let (mut owner_a, _) = a.login("owner").await;
-    let (mut owner_b, _) = b.login("owner").await;
-    let federation = vec![Purpose::Audit, Purpose::Federation];
-    for (server, owner) in [(a, &mut owner_a), (b, &mut owner_b)] {
-        let verdict = apply(server, owner, &certificate(server, federation.clone(), 2)).await;
-        assert!(verdict.contains("applied"), "{verdict}");
-    }
+    let (mut owner_a, mut owner_b) = certified(a, b).await;
     let verdict = apply(b, &mut owner_b, &link(a, &["echo"], &["calculate"])).await;
     assert!(verdict.contains("applied"), "{verdict}");
     let verdict = apply(a, &mut owner_a, &link(b, &["calculate"], &["echo"])).await;
@@ -188,13 +152,7 @@ async fn linked_tags_cross_both_ways_and_nothing_else_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_only_one_owner_signed_carries_nothing() {
     let (a, b) = organisms().await;
-    let (mut owner_a, _) = a.login("owner").await;
-    let (mut owner_b, _) = b.login("owner").await;
-    let both = vec![Purpose::Audit, Purpose::Federation];
-    for (server, owner) in [(&a, &mut owner_a), (&b, &mut owner_b)] {
-        let verdict = apply(server, owner, &certificate(server, both.clone(), 2)).await;
-        assert!(verdict.contains("applied"), "{verdict}");
-    }
+    let (mut owner_a, _owner_b) = certified(&a, &b).await;
     // Only A's owner links.
     let verdict = apply(&a, &mut owner_a, &link(&b, &["calculate"], &["echo"])).await;
     assert!(verdict.contains("applied"), "{verdict}");
@@ -225,6 +183,29 @@ async fn a_link_only_one_owner_signed_carries_nothing() {
     );
 }
 
+/// A hello from A's node key to B, showing `certificate` and `link`.
+fn hello(
+    a: &TestServer,
+    b: &TestServer,
+    nonce: &str,
+    certificate: &SignedRecord,
+    link: &SignedRecord,
+) -> String {
+    let node = node_key(a);
+    Greeting {
+        role: Role::Hello,
+        origin: fingerprint(a),
+        destination: fingerprint(b),
+        key_id: node.key_id().to_owned(),
+        nonce: nonce.to_owned(),
+        time_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    }
+    .frame(node.signing_key(), certificate, link)
+}
+
 /// A hand-made peer: A's node key and A's records, speaking to B directly.
 struct Forger {
     client: Client,
@@ -242,25 +223,15 @@ impl Forger {
     ) -> Forger {
         let node = node_key(a);
         let mut client = b.connect().await;
-        let greeting = Greeting {
-            role: Role::Hello,
-            origin: fingerprint(a),
-            destination: fingerprint(b),
-            key_id: node.key_id().to_owned(),
-            nonce: format!(
-                "n-{}",
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos()
-            ),
-            time_ms: SystemTime::now()
+        let nonce = format!(
+            "n-{}",
+            SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap()
-                .as_millis() as u64,
-        };
+                .as_nanos()
+        );
         client
-            .send(&greeting.frame(node.signing_key(), &certificate, &link))
+            .send(&hello(a, b, &nonce, &certificate, &link))
             .await
             .unwrap();
         let welcome = recv_text(&mut client).await;
@@ -292,29 +263,13 @@ impl Forger {
     }
 }
 
-/// The record of a signed command, as a peer shows it.
-fn record_of(server: &TestServer, command: &Command) -> SignedRecord {
-    let signed = server.sign(&command.to_unsigned_document());
-    let command = agentserver::privileged::SignedCommand::read(signed.as_bytes(), 1 << 20).unwrap();
-    SignedRecord {
-        id: command.id.clone(),
-        payload: command.payload.as_str().to_owned(),
-        signature: base64_of(&command.signature.unwrap().to_bytes()),
-    }
-}
-
-fn base64_of(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_replayed_and_misaddressed_messages_are_dropped_and_the_connection_stays() {
     let (a, b) = organisms().await;
     let (_owner_a, _owner_b) = link_both(&a, &b).await;
     let both = vec![Purpose::Audit, Purpose::Federation];
-    let certificate = record_of(&a, &certificate(&a, both, 2));
-    let link = record_of(&a, &link(&b, &["calculate"], &["echo"]));
+    let certificate = signed_record(&a, &certificate(&a, both, 2));
+    let link = signed_record(&a, &link(&b, &["calculate"], &["echo"]));
     let mut forger = Forger::connect(&a, &b, certificate, link).await;
 
     // A good message is answered.
@@ -431,14 +386,14 @@ async fn unlinking_stops_traffic_at_once() {
 async fn a_hello_without_a_valid_federation_certificate_is_refused_and_audited() {
     let (a, b) = organisms().await;
     let (_owner_a, _owner_b) = link_both(&a, &b).await;
-    let link = record_of(&a, &link(&b, &["calculate"], &["echo"]));
+    let link = signed_record(&a, &link(&b, &["calculate"], &["echo"]));
     let node = node_key(&a);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let audit_only = record_of(&a, &certificate(&a, vec![Purpose::Audit], 2));
-    let expired = record_of(
+    let audit_only = signed_record(&a, &certificate(&a, vec![Purpose::Audit], 2));
+    let expired = signed_record(
         &a,
         &Command::NodeCertificate(CertificateRequest {
             key_id: key_id(&node.verifying_key()),
@@ -452,19 +407,9 @@ async fn a_hello_without_a_valid_federation_certificate_is_refused_and_audited()
         (&expired, "does not cover `federation` now"),
     ] {
         let mut client = b.connect().await;
-        let greeting = Greeting {
-            role: Role::Hello,
-            origin: fingerprint(&a),
-            destination: fingerprint(&b),
-            key_id: node.key_id().to_owned(),
-            nonce: format!("n-{}", certificate.id),
-            time_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64,
-        };
+        let nonce = format!("n-{}", certificate.id);
         client
-            .send(&greeting.frame(node.signing_key(), certificate, &link))
+            .send(&hello(&a, &b, &nonce, certificate, &link))
             .await
             .unwrap();
         match tokio::time::timeout(Duration::from_secs(10), client.receive()).await {
@@ -484,13 +429,7 @@ async fn a_hello_without_a_valid_federation_certificate_is_refused_and_audited()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loop_across_the_link_ends_at_the_thread_limit() {
     let (a, b) = organisms().await;
-    let (mut owner_a, _) = a.login("owner").await;
-    let (mut owner_b, _) = b.login("owner").await;
-    let both = vec![Purpose::Audit, Purpose::Federation];
-    for (server, owner) in [(&a, &mut owner_a), (&b, &mut owner_b)] {
-        let verdict = apply(server, owner, &certificate(server, both.clone(), 2)).await;
-        assert!(verdict.contains("applied"), "{verdict}");
-    }
+    let (mut owner_a, mut owner_b) = certified(&a, &b).await;
     // Each side sends `ping` to the other and accepts it: a `ping` taken
     // in is routed straight back out, forever but for the thread bounds.
     let verdict = apply(&b, &mut owner_b, &link(&a, &["ping"], &["ping"])).await;

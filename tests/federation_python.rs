@@ -11,12 +11,13 @@
 //! B's check agree with the signature.
 
 use agentserver::client::{Client, Received};
-use agentserver::commit::{key_id, CertificateRequest, NodeKey, Purpose};
+use agentserver::commit::Purpose;
 use agentserver::federation::wire::{signed_by, Federated, Greeting, Role};
-use agentserver::federation::LinkRequest;
-use agentserver::privileged::{Command, SignedCommand, SignedRecord};
 use agentserver::xml::Limits;
-use agentserver_tests::{recv_text, recv_until, TestServer};
+use agentserver_tests::organisms::{
+    apply, certificate, fingerprint, link, node_key, signed_record,
+};
+use agentserver_tests::{recv_text, TestServer};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,63 +34,8 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("oracle/federation_sign.py")
 }
 
-/// The owner fingerprint of a test server.
-fn fingerprint(server: &TestServer) -> String {
-    agentserver::federation::fingerprint(&server.key.verifying_key())
-}
-
-fn node_key(server: &TestServer) -> NodeKey {
-    NodeKey::load_or_create(&server.dir.path().join("data"))
-        .expect("the server made its node key")
-        .0
-}
-
 fn unix_now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
-}
-
-/// Sends a signed command over `client` and returns the verdict.
-async fn apply(server: &TestServer, client: &mut Client, command: &Command) -> String {
-    client
-        .send(&server.sign(&command.to_unsigned_document()))
-        .await
-        .unwrap();
-    recv_until(client, "<privileged-result").await
-}
-
-/// The owner certifies the server's node key for audit and federation, for
-/// two days.
-fn certificate(server: &TestServer) -> Command {
-    let node = node_key(server);
-    Command::NodeCertificate(CertificateRequest {
-        key_id: key_id(&node.verifying_key()),
-        public_key: node.verifying_key(),
-        purposes: vec![Purpose::Audit, Purpose::Federation],
-        not_after: unix_now().as_secs() + 2 * 86_400,
-    })
-}
-
-fn link(peer: &TestServer, send: &[&str], accept: &[&str]) -> Command {
-    Command::Link(LinkRequest {
-        peer_key: peer.key.verifying_key(),
-        address: peer.url(),
-        tls_fingerprint: peer.server().fingerprint().to_owned(),
-        send: send.iter().map(|t| t.to_string()).collect(),
-        accept: accept.iter().map(|t| t.to_string()).collect(),
-    })
-}
-
-/// The record of a signed command, as a peer shows it at the handshake.
-fn record_of(server: &TestServer, command: &Command) -> SignedRecord {
-    use base64::Engine as _;
-    let signed = server.sign(&command.to_unsigned_document());
-    let command = SignedCommand::read(signed.as_bytes(), 1 << 20).unwrap();
-    SignedRecord {
-        id: command.id.clone(),
-        payload: command.payload.as_str().to_owned(),
-        signature: base64::engine::general_purpose::STANDARD
-            .encode(command.signature.unwrap().to_bytes()),
-    }
 }
 
 /// Organism A (an `echo` agent) and organism B (a `calculate` agent), each
@@ -105,7 +51,12 @@ async fn linked_organisms() -> (TestServer, TestServer) {
     let (mut owner_a, _) = a.login("owner").await;
     let (mut owner_b, _) = b.login("owner").await;
     for (server, owner) in [(&a, &mut owner_a), (&b, &mut owner_b)] {
-        let verdict = apply(server, owner, &certificate(server)).await;
+        let verdict = apply(
+            server,
+            owner,
+            &certificate(server, vec![Purpose::Audit, Purpose::Federation], 2),
+        )
+        .await;
         assert!(verdict.contains("applied"), "{verdict}");
     }
     let verdict = apply(&b, &mut owner_b, &link(&a, &["echo"], &["calculate"])).await;
@@ -119,8 +70,11 @@ async fn linked_organisms() -> (TestServer, TestServer) {
 /// and link in a hello B welcomes.
 async fn connect_as_a(a: &TestServer, b: &TestServer) -> Client {
     let node = node_key(a);
-    let certificate = record_of(a, &certificate(a));
-    let link = record_of(a, &link(b, &["calculate"], &["echo"]));
+    let certificate = signed_record(
+        a,
+        &certificate(a, vec![Purpose::Audit, Purpose::Federation], 2),
+    );
+    let link = signed_record(a, &link(b, &["calculate"], &["echo"]));
     let greeting = Greeting {
         role: Role::Hello,
         origin: fingerprint(a),

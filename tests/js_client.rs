@@ -9,62 +9,16 @@
 //! Needs node 18 or later (`make test` installs it) and the example agents
 //! (`make agents`).
 
-use agentserver::privileged::{Command, ComponentSource, Registration};
-use agentserver::runtime::ComponentHash;
-use agentserver_tests::{agent_bytes, agent_wasm, AgentSpec, MockLlm, TestServer};
+use agentserver_tests::clients::{llm_agent, signed_twin, users_json, workspace};
+use agentserver_tests::{agent_wasm, AgentSpec, MockLlm, TestServer};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The repository's root.
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate is in the workspace")
-        .to_owned()
-}
-
 /// The library's folder.
 fn package() -> PathBuf {
     workspace().join("clients/js")
-}
-
-/// The `[[agent]]` table of the llm agent, allowed to reach `mock`.
-fn llm_agent(mock: &MockLlm) -> String {
-    let base = mock.base();
-    format!(
-        "[[agent]]\nname = \"llm\"\ncomponent = {:?}\nlistens = [\"ask\"]\ntimeout_ms = 30000\nmemory_bytes = 67108864\nfuel = 5000000000\n\
-         [agent.http]\nallow = [{base:?}]\n\
-         [agent.storage]\nsession = {{ max_keys = 8, max_bytes = 65536 }}\n",
-        agent_wasm("llm").display().to_string(),
-    )
-}
-
-/// A signed registration of the echo component as agent `twin`, listening
-/// to `twin`, with the command id `register-twin`, written to `DIR/twin.xml`.
-fn signed_twin(server: &TestServer, dir: &Path) {
-    let bytes = agent_bytes("echo");
-    let unsigned = Command::Register(Registration {
-        name: "twin".into(),
-        listens: vec!["twin".into()],
-        description: "The echo agent under another name.".into(),
-        sha256: ComponentHash::of(&bytes),
-        component: ComponentSource::Inline(bytes),
-        limits: Default::default(),
-    })
-    .to_unsigned_document()
-    .replacen("<payload", "<payload id=\"register-twin\"", 1);
-    std::fs::write(dir.join("twin.xml"), server.sign(&unsigned)).expect("write the signed command");
-}
-
-/// `{"user": "SECRET", …}` for `AGENTSERVER_USERS`.
-fn users_json(server: &TestServer, users: &[&str]) -> String {
-    let entries: Vec<String> = users
-        .iter()
-        .map(|user| format!("\"{user}\": \"{}\"", server.totp_secret(user)))
-        .collect();
-    format!("{{{}}}", entries.join(", "))
 }
 
 /// The environment every run against `server` gets.

@@ -11,11 +11,10 @@
 //! for `docs/benchmarks.md`.
 
 use agentserver::client::{Client, Received};
-use agentserver::commit::{key_id, CertificateRequest, NodeKey, Purpose};
-use agentserver::federation::LinkRequest;
-use agentserver::privileged::Command;
-use agentserver_tests::{recv_until, TestServer};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use agentserver::commit::Purpose;
+use agentserver_tests::organisms::{apply, certificate, link};
+use agentserver_tests::TestServer;
+use std::time::{Duration, Instant};
 
 /// Round trips timed per path.
 const ROUNDS: usize = 4_000;
@@ -25,41 +24,6 @@ const BLOCK: usize = 200;
 const WARMUP: usize = 200;
 /// No flood limit gets in the way of a benchmark.
 const UNLIMITED: &str = "messages_per_second = 1000000\nmessage_burst = 1000000\n";
-
-async fn apply(server: &TestServer, client: &mut Client, command: &Command) {
-    client
-        .send(&server.sign(&command.to_unsigned_document()))
-        .await
-        .unwrap();
-    let verdict = recv_until(client, "<privileged-result").await;
-    assert!(verdict.contains("applied"), "{verdict}");
-}
-
-fn certificate(server: &TestServer) -> Command {
-    let node = NodeKey::load_or_create(&server.dir.path().join("data"))
-        .expect("node key")
-        .0;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    Command::NodeCertificate(CertificateRequest {
-        key_id: key_id(&node.verifying_key()),
-        public_key: node.verifying_key(),
-        purposes: vec![Purpose::Federation],
-        not_after: now + 86_400,
-    })
-}
-
-fn link(peer: &TestServer, send: &[&str], accept: &[&str]) -> Command {
-    Command::Link(LinkRequest {
-        peer_key: peer.key.verifying_key(),
-        address: peer.url(),
-        tls_fingerprint: peer.server().fingerprint().to_owned(),
-        send: send.iter().map(|t| t.to_string()).collect(),
-        accept: accept.iter().map(|t| t.to_string()).collect(),
-    })
-}
 
 /// One round trip: send, wait for the answer.
 async fn round_trip(client: &mut Client, message: &str) -> Duration {
@@ -103,10 +67,29 @@ fn main() {
         .await;
         let (mut owner_a, _) = a.login("owner").await;
         let (mut owner_b, _) = b.login("owner").await;
-        apply(&a, &mut owner_a, &certificate(&a)).await;
-        apply(&b, &mut owner_b, &certificate(&b)).await;
-        apply(&b, &mut owner_b, &link(&a, &[], &["echo"])).await;
-        apply(&a, &mut owner_a, &link(&b, &["echo"], &[])).await;
+        for (server, owner, commands) in [
+            (
+                &b,
+                &mut owner_b,
+                [
+                    certificate(&b, vec![Purpose::Federation], 1),
+                    link(&a, &[], &["echo"]),
+                ],
+            ),
+            (
+                &a,
+                &mut owner_a,
+                [
+                    certificate(&a, vec![Purpose::Federation], 1),
+                    link(&b, &["echo"], &[]),
+                ],
+            ),
+        ] {
+            for command in commands {
+                let verdict = apply(server, owner, &command).await;
+                assert!(verdict.contains("applied"), "{verdict}");
+            }
+        }
         let (mut across, _) = a.login("alice").await;
         let (mut inside, _) = b.login("bob").await;
         let message = format!("<echo>{}</echo>", "x".repeat(1_024));

@@ -1,6 +1,8 @@
 //! Shared harness for the end-to-end tests: finds the example agents built by
 //! `make agents`, and gives each test binary one runtime to load them into.
 
+pub mod clients;
+pub mod organisms;
 pub mod upstream;
 
 use agentserver::runtime::{
@@ -445,10 +447,7 @@ impl RedisServer {
     }
 
     fn launch(persistent: bool) -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let mut server = RedisServer {
             child: None,
             url: format!("redis://127.0.0.1:{port}"),
@@ -535,10 +534,7 @@ impl MockLlm {
     /// Starts one, asking for `api_key` as a bearer token when given, and
     /// waits until it listens.
     pub fn start(api_key: Option<&str>) -> MockLlm {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../example-agents/mock-llm/server.py"
@@ -582,6 +578,14 @@ impl Drop for MockLlm {
     }
 }
 
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A real `nats-server` on a free loopback port, killed when dropped.
 pub struct NatsServer {
     child: Option<std::process::Child>,
@@ -593,10 +597,7 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts one and waits until its port accepts connections.
     pub fn start() -> NatsServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let mut server = NatsServer {
             child: None,
             url: format!("nats://127.0.0.1:{port}"),
