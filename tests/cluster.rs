@@ -164,3 +164,27 @@ async fn a_silent_node_is_dropped_within_the_heartbeat_timeout() {
         start.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_used_on_one_node_is_refused_on_another() {
+    let nats = NatsServer::start();
+    let redis = RedisServer::start();
+    let a = TestServer::start_with(&[("alice", &["echo"])], &[], &node(&nats, &redis, "a")).await;
+    // B has the same users (one organism): A's users file, copied.
+    let users = std::fs::read_to_string(a.dir.path().join("users.toml")).unwrap();
+    let b = TestServer::start_with_files(
+        &[],
+        &[("echo", "echo", &["echo"])],
+        &node(&nats, &redis, "b"),
+        &[("users.toml", &users, 0o600)],
+    )
+    .await;
+    let code = a.code("alice");
+    let mut on_a = a.connect().await;
+    on_a.login("alice", &code)
+        .await
+        .expect("the code logs in on A");
+    let mut on_b = b.connect().await;
+    let replayed = on_b.login("alice", &code).await;
+    assert!(replayed.is_err(), "the same code was accepted again on B");
+}

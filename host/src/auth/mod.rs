@@ -18,17 +18,18 @@
 //! Secrets and codes never reach a log or an error.
 
 mod limiter;
+mod steps;
 mod users;
 
 pub use limiter::{FailureLimiter, MAX_TRACKED_KEYS};
+pub use steps::{LocalSteps, StepMemory};
 pub use users::{
     add_user, decode_base32, encode_base32, remove_user, set_allow, valid_user_name, Allow,
     UserEntry, Users, UsersError, SECRET_BYTES,
 };
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use totp_rs::{Algorithm, Totp};
@@ -69,6 +70,10 @@ pub enum AuthError {
     /// The code is not the user's code for now (±1 step).
     #[error("wrong or expired code")]
     WrongCode,
+    /// Whether the code's time step was used cannot be checked (the
+    /// shared store is unreachable): refused rather than risk a replay.
+    #[error("the used codes cannot be checked now")]
+    Storage,
     /// The code's time step was already used.
     #[error("code already used")]
     ReplayedCode,
@@ -101,7 +106,7 @@ impl AuthenticatedUser {
 #[derive(Debug)]
 pub struct Authenticator {
     users: RwLock<Arc<Users>>,
-    last_step: Mutex<HashMap<String, u64>>,
+    steps: Arc<dyn StepMemory>,
     by_user: FailureLimiter,
     by_peer: FailureLimiter,
     decoy: Totp,
@@ -118,15 +123,22 @@ fn totp(secret: &[u8]) -> Totp {
 }
 
 impl Authenticator {
-    /// An authenticator for `users`.
+    /// An authenticator for `users`, remembering used time steps in this
+    /// process.
     pub fn new(users: Users, config: &AuthConfig) -> Self {
+        Self::with_steps(users, config, Arc::new(LocalSteps::default()))
+    }
+
+    /// An authenticator for `users` remembering used time steps in `steps`
+    /// (shared by the nodes of a cluster).
+    pub fn with_steps(users: Users, config: &AuthConfig, steps: Arc<dyn StepMemory>) -> Self {
         let mut decoy_secret = [0u8; SECRET_BYTES];
         // A failure here only makes the decoy secret all zeros, which is as
         // good a decoy as any.
         let _ = getrandom::fill(&mut decoy_secret);
         Authenticator {
             users: RwLock::new(Arc::new(users)),
-            last_step: Mutex::new(HashMap::new()),
+            steps,
             by_user: FailureLimiter::new(config.max_failures, config.failure_window),
             by_peer: FailureLimiter::new(config.max_failures, config.failure_window),
             decoy: totp(&decoy_secret),
@@ -200,12 +212,14 @@ impl Authenticator {
                 AuthError::WrongCode
             });
         };
-        let mut last = self.last_step.lock().unwrap_or_else(|e| e.into_inner());
-        let previous = last.get(user).copied();
-        if previous.is_some_and(|previous| step <= previous) {
-            return Err(AuthError::ReplayedCode);
+        match self.steps.claim_step(user, step) {
+            Ok(true) => {}
+            Ok(false) => return Err(AuthError::ReplayedCode),
+            Err(error) => {
+                tracing::warn!(user, %error, "login refused: the used TOTP steps cannot be checked");
+                return Err(AuthError::Storage);
+            }
         }
-        last.insert(user.to_owned(), step);
         Ok(AuthenticatedUser {
             name: user.to_owned(),
             allow: entry.allow.clone(),

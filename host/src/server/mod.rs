@@ -467,7 +467,10 @@ async fn assemble(
         },
         Arc::clone(&audit),
     );
-    let auth = Arc::new(Authenticator::new(users, &AuthConfig::default()));
+    let auth = Arc::new(match &stores.steps {
+        Some(steps) => Authenticator::with_steps(users, &AuthConfig::default(), Arc::clone(steps)),
+        None => Authenticator::new(users, &AuthConfig::default()),
+    });
     let federation = Federation::new(
         key.as_ref(),
         node,

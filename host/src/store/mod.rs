@@ -65,6 +65,9 @@ pub struct Stores {
     pub sessions: Option<Arc<dyn SessionStore>>,
     /// Agents' key-value buckets.
     pub keyvalue: Arc<dyn KeyValueStore>,
+    /// The TOTP time steps used, when the backend shares them between
+    /// processes (Redis); `None` keeps them in the process.
+    pub steps: Option<Arc<dyn crate::auth::StepMemory>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -83,6 +86,7 @@ impl Stores {
             audit: Arc::new(MemoryAuditStore::default()),
             sessions: None,
             keyvalue: Arc::new(MemoryKeyValueStore::new()),
+            steps: None,
         }
     }
 
@@ -97,6 +101,7 @@ impl Stores {
                     audit: store.clone(),
                     keyvalue: store.clone(),
                     sessions: Some(store),
+                    steps: None,
                 })
             }
             StorageConfig::Redis { url, prefix } => {
@@ -105,7 +110,8 @@ impl Stores {
                     structure: store.clone(),
                     audit: store.clone(),
                     keyvalue: store.clone(),
-                    sessions: Some(store),
+                    sessions: Some(store.clone()),
+                    steps: Some(store),
                 })
             }
         }

@@ -173,6 +173,27 @@ impl RedisStore {
     }
 }
 
+/// Sets the user's last used time step to `ARGV[1]` unless it is already
+/// there or later: 1 when set, 0 when not. Kept an hour, far past the
+/// codes' window.
+const CLAIM_STEP: &str = r"
+local last = redis.call('GET', KEYS[1])
+if last and tonumber(last) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', 3600)
+return 1
+";
+
+impl crate::auth::StepMemory for RedisStore {
+    fn claim_step(&self, user: &str, step: u64) -> Result<bool, StoreError> {
+        let set: i64 = redis::Script::new(CLAIM_STEP)
+            .key(self.key(&["totp-step", user]))
+            .arg(step)
+            .invoke(&mut *self.lock().map_err(failed)?)
+            .map_err(failed)?;
+        Ok(set == 1)
+    }
+}
+
 impl StructureStore for RedisStore {
     fn claim_command_id(&self, id: &str, expires: u64, now: u64) -> Result<bool, StoreError> {
         // Kept for as long as the caller's clock says it is valid (at
