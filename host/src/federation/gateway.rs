@@ -4,9 +4,9 @@
 //!
 //! The connection is made when the link comes into force and made again
 //! (after 1 s, doubling to 30 s) whenever it drops. A message waits for
-//! the connection at most [`QUEUE_WAIT`]; past it, or when the queue of
-//! [`QUEUE_CAPACITY`] is full, its thread gets `agent-failed` with the
-//! reason. Answers are taken only for threads that sent over this link
+//! the connection at most [`QUEUE_WAIT`]; past it, or when
+//! [`QUEUE_CAPACITY`] messages already wait (queued or held while the link
+//! is down), its thread gets `agent-failed` with the reason. Answers are taken only for threads that sent over this link
 //! (the newest [`MAX_THREADS`] of them).
 
 use super::wire::{Greeting, Role};
@@ -175,7 +175,10 @@ async fn run(
                 }
             }
         }
-        while let Ok(item) = outgoing.try_recv() {
+        // Held messages count against the queue: past it, the channel
+        // fills and new ones are refused at once.
+        while held.len() < QUEUE_CAPACITY {
+            let Ok(item) = outgoing.try_recv() else { break };
             held.push_back(item);
         }
         let reason = down_because.as_deref().unwrap_or("not connected yet");
@@ -193,9 +196,10 @@ async fn run(
         let wake = held.front().map_or(next_attempt, |(queued, _)| {
             (*queued + QUEUE_WAIT).min(next_attempt)
         });
+        let room = held.len() < QUEUE_CAPACITY;
         tokio::select! {
             () = tokio::time::sleep_until(wake.into()) => {}
-            item = outgoing.recv() => held.extend(item),
+            item = outgoing.recv(), if room => held.extend(item),
             _ = closed.changed() => {}
         }
     }

@@ -69,7 +69,14 @@ impl Federation {
     pub fn accept_hello(self: &Arc<Self>, frame: &str) -> Result<Inbound, String> {
         let result = self.accept_hello_inner(frame);
         if let Err((peer, reason)) = &result {
-            self.audit_refusal(peer, &format!("hello refused: {reason}"));
+            // Audited when it names an organism this one links to; anyone
+            // else's hellos are only logged, so that strangers cannot grow
+            // the audit log by knocking.
+            if self.link(peer).is_some() {
+                self.audit_refusal(peer, &format!("hello refused: {reason}"));
+            } else {
+                tracing::info!(%peer, %reason, "federation hello from an organism with no link refused");
+            }
         }
         result.map_err(|(_, reason)| reason)
     }
