@@ -54,7 +54,7 @@ pub fn run(args: &IdentityArgs) -> anyhow::Result<()> {
             let (key, made) = NodeKey::load_or_create(data_dir)?;
             println!("node key id {}", key.key_id());
             eprintln!(
-                "{} {} (private, mode 0600) and {}; certify it with:\n  agentserver command node-certificate --node-key {} | agentserver sign - --key identity.key",
+                "{} {} (private, mode 0600) and {}; certify it with (`federation` lets it sign for links to other organisms):\n  agentserver command node-certificate --node-key {} --purpose audit,federation | agentserver sign - --key identity.key",
                 if made { "wrote" } else { "found" },
                 data_dir.join(NODE_KEY_FILE).display(),
                 data_dir.join(NODE_PUBLIC_KEY_FILE).display(),

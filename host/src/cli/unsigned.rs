@@ -252,7 +252,8 @@ enum Unsigned {
     },
     /// End the link to an organism (federation-unlink).
     FederationUnlink {
-        /// The peer's owner fingerprint (`agentserver identity` prints it).
+        /// The peer's owner fingerprint (the SHA-256 of its owner's public
+        /// key, as `agentserver identity generate` printed it).
         #[arg(long)]
         peer: String,
     },
