@@ -188,3 +188,35 @@ async fn a_code_used_on_one_node_is_refused_on_another() {
     let replayed = on_b.login("alice", &code).await;
     assert!(replayed.is_err(), "the same code was accepted again on B");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_admitted_on_one_node_answers_clients_of_another() {
+    let nats = NatsServer::start();
+    let redis = RedisServer::start();
+    let a = TestServer::start_with(
+        &[("owner", &["echo"])],
+        &[("echo", "echo", &["echo"])],
+        &node(&nats, &redis, "a"),
+    )
+    .await;
+    let b = TestServer::start_with(&[("bob", &["twin"])], &[], &node(&nats, &redis, "b")).await;
+    // A's owner admits `twin` (the echo component under another name) on A.
+    let dir = tempfile::tempdir().unwrap();
+    agentserver_tests::clients::signed_twin(&a, dir.path());
+    let (mut owner, _) = a.login("owner").await;
+    owner
+        .send(&std::fs::read_to_string(dir.path().join("twin.xml")).unwrap())
+        .await
+        .unwrap();
+    let verdict = agentserver_tests::recv_until(&mut owner, "<privileged-result").await;
+    assert!(verdict.contains("applied"), "{verdict}");
+    // B learns of it from A's next announcement and routes to it.
+    until_listened(&b, "twin", true).await;
+    let (mut bob, _) = b.login("bob").await;
+    bob.send("<twin>hello twin</twin>").await.unwrap();
+    let echoed = answer(&mut bob, Duration::from_secs(10)).await;
+    assert!(
+        echoed.contains("hello twin") && echoed.contains("<from>twin</from>"),
+        "{echoed}"
+    );
+}
