@@ -43,6 +43,9 @@ pub const TAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Threads remembered for answers from other nodes before idle ones are
 /// forgotten.
 pub const MAX_WAITING: usize = 65_536;
+/// Threads of one origin node remembered here; past it they are forgotten
+/// together.
+pub const MAX_ORIGIN_THREADS: usize = 16_384;
 /// The queue group of the nodes serving a tag.
 const QUEUE_GROUP: &str = "agentserver";
 
@@ -518,6 +521,13 @@ impl Cluster {
         };
         let local = {
             let mut threads = origin.threads.lock().unwrap_or_else(|e| e.into_inner());
+            if threads.by_origin.len() >= MAX_ORIGIN_THREADS
+                && !threads.by_origin.contains_key(&carried.thread)
+            {
+                // Forget the origin's old threads all at once: a message
+                // continuing one of them starts a fresh thread here.
+                *threads = OriginThreads::default();
+            }
             *threads.taken.entry(carried.thread.clone()).or_insert(0) += 1;
             threads.by_origin.get(&carried.thread).cloned()
         };
