@@ -220,3 +220,30 @@ async fn an_agent_admitted_on_one_node_answers_clients_of_another() {
         "{echoed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_failures_on_one_node_count_on_every_node() {
+    let nats = NatsServer::start();
+    let redis = RedisServer::start();
+    let a = TestServer::start_with(&[("alice", &["echo"])], &[], &node(&nats, &redis, "a")).await;
+    let users = std::fs::read_to_string(a.dir.path().join("users.toml")).unwrap();
+    let b = TestServer::start_with_files(
+        &[],
+        &[("echo", "echo", &["echo"])],
+        &node(&nats, &redis, "b"),
+        &[("users.toml", &users, 0o600)],
+    )
+    .await;
+    // Five wrong codes for alice on A (the limit is five a minute)...
+    for _ in 0..5 {
+        let mut client = a.connect().await;
+        assert!(client.login("alice", "000000").await.is_err());
+    }
+    // ...and her right code is refused on B too, without being checked (it
+    // stays unused: A still takes it once the window passes).
+    let mut on_b = b.connect().await;
+    assert!(
+        on_b.login("alice", &a.code("alice")).await.is_err(),
+        "B let alice in after five failures on A"
+    );
+}

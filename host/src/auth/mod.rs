@@ -22,7 +22,7 @@ mod steps;
 mod users;
 
 pub use limiter::{FailureLimiter, MAX_TRACKED_KEYS};
-pub use steps::{LocalSteps, StepMemory};
+pub use steps::{LocalSteps, SharedFailures, StepMemory};
 pub use users::{
     add_user, decode_base32, encode_base32, remove_user, set_allow, valid_user_name, Allow,
     UserEntry, Users, UsersError, SECRET_BYTES,
@@ -107,6 +107,11 @@ impl AuthenticatedUser {
 pub struct Authenticator {
     users: RwLock<Arc<Users>>,
     steps: Arc<dyn StepMemory>,
+    /// Failures the nodes of a cluster count together, besides this
+    /// process's own counts.
+    shared_failures: Option<Arc<dyn SharedFailures>>,
+    max_failures: usize,
+    failure_window: Duration,
     by_user: FailureLimiter,
     by_peer: FailureLimiter,
     decoy: Totp,
@@ -139,9 +144,40 @@ impl Authenticator {
         Authenticator {
             users: RwLock::new(Arc::new(users)),
             steps,
+            shared_failures: None,
+            max_failures: config.max_failures.max(1),
+            failure_window: config.failure_window,
             by_user: FailureLimiter::new(config.max_failures, config.failure_window),
             by_peer: FailureLimiter::new(config.max_failures, config.failure_window),
             decoy: totp(&decoy_secret),
+        }
+    }
+
+    /// Also counts failures in `shared`, which the nodes of a cluster see
+    /// together: a user or address past the limit on any node is refused
+    /// on every node.
+    pub fn with_shared_failures(mut self, shared: Arc<dyn SharedFailures>) -> Self {
+        self.shared_failures = Some(shared);
+        self
+    }
+
+    /// Whether the nodes together have counted `key` past the limit (an
+    /// unreachable store counts as no).
+    fn shared_blocked(&self, key: &str) -> bool {
+        self.shared_failures.as_ref().is_some_and(|shared| {
+            shared
+                .failures(key)
+                .is_ok_and(|count| count >= self.max_failures as u64)
+        })
+    }
+
+    /// Counts a failure for `key` with the other nodes.
+    fn record_shared_failure(&self, key: &str) {
+        if let Some(shared) = &self.shared_failures {
+            let window = self.failure_window.as_secs().max(1);
+            if let Err(error) = shared.record_failure(key, window) {
+                tracing::warn!(%error, "a login failure could not be counted with the other nodes");
+            }
         }
     }
 
@@ -165,11 +201,17 @@ impl Authenticator {
     ) -> Result<AuthenticatedUser, AuthError> {
         let instant = Instant::now();
         let peer_key = peer.to_string();
-        if self.by_user.is_blocked(user, instant) || self.by_peer.is_blocked(&peer_key, instant) {
+        if self.by_user.is_blocked(user, instant)
+            || self.by_peer.is_blocked(&peer_key, instant)
+            || self.shared_blocked(&format!("user:{user}"))
+            || self.shared_blocked(&format!("peer:{peer_key}"))
+        {
             return Err(AuthError::RateLimited);
         }
         let result = self.check(user, code, now);
         if result.is_err() {
+            self.record_shared_failure(&format!("user:{user}"));
+            self.record_shared_failure(&format!("peer:{peer_key}"));
             if self.by_user.record_failure(user, instant) {
                 tracing::warn!(
                     user,

@@ -1,7 +1,9 @@
-//! The TOTP time steps already used: a code is good for one login per
-//! user and time step. In one process the memory is a map; nodes of one
-//! organism share it in Redis, so that a code used on one node is refused
-//! on every other.
+//! What logins must remember beyond one process: the TOTP time steps
+//! already used (a code is good for one login per user and time step) and,
+//! for the nodes of a cluster, the failures counted toward the rate limits.
+//! In one process the steps are a map; nodes of one organism share both in
+//! Redis, so that a code used on one node is refused on every other and a
+//! guesser gets no fresh allowance by moving to another node.
 
 use crate::privileged::StoreError;
 use std::collections::HashMap;
@@ -27,4 +29,15 @@ impl StepMemory for LocalSteps {
         last.insert(user.to_owned(), step);
         Ok(true)
     }
+}
+
+/// Login failures counted where the nodes of a cluster all see them: per
+/// key (a user name or an address), in fixed windows.
+pub trait SharedFailures: Send + Sync + std::fmt::Debug {
+    /// Counts one failure for `key` in the current window of `window`
+    /// seconds; returns the window's count so far.
+    fn record_failure(&self, key: &str, window: u64) -> Result<u64, StoreError>;
+
+    /// The failures counted for `key` in the current window.
+    fn failures(&self, key: &str) -> Result<u64, StoreError>;
 }

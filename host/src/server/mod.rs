@@ -467,10 +467,14 @@ async fn assemble(
         },
         Arc::clone(&audit),
     );
-    let auth = Arc::new(match &stores.steps {
+    let mut authenticator = match &stores.steps {
         Some(steps) => Authenticator::with_steps(users, &AuthConfig::default(), Arc::clone(steps)),
         None => Authenticator::new(users, &AuthConfig::default()),
-    });
+    };
+    if let Some(failures) = &stores.failures {
+        authenticator = authenticator.with_shared_failures(Arc::clone(failures));
+    }
+    let auth = Arc::new(authenticator);
     let federation = Federation::new(
         key.as_ref(),
         node,

@@ -68,6 +68,9 @@ pub struct Stores {
     /// The TOTP time steps used, when the backend shares them between
     /// processes (Redis); `None` keeps them in the process.
     pub steps: Option<Arc<dyn crate::auth::StepMemory>>,
+    /// Login failures counted across processes (Redis), besides each
+    /// process's own counts; `None` counts in the process only.
+    pub failures: Option<Arc<dyn crate::auth::SharedFailures>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -87,6 +90,7 @@ impl Stores {
             sessions: None,
             keyvalue: Arc::new(MemoryKeyValueStore::new()),
             steps: None,
+            failures: None,
         }
     }
 
@@ -102,6 +106,7 @@ impl Stores {
                     keyvalue: store.clone(),
                     sessions: Some(store),
                     steps: None,
+                    failures: None,
                 })
             }
             StorageConfig::Redis { url, prefix } => {
@@ -111,7 +116,8 @@ impl Stores {
                     audit: store.clone(),
                     keyvalue: store.clone(),
                     sessions: Some(store.clone()),
-                    steps: Some(store),
+                    steps: Some(store.clone()),
+                    failures: Some(store),
                 })
             }
         }

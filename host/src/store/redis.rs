@@ -194,6 +194,31 @@ impl crate::auth::StepMemory for RedisStore {
     }
 }
 
+impl crate::auth::SharedFailures for RedisStore {
+    fn record_failure(&self, key: &str, window: u64) -> Result<u64, StoreError> {
+        let key = self.key(&["auth-failures", key]);
+        let (count,): (u64,) = redis::pipe()
+            .atomic()
+            .incr(&key, 1)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(window)
+            .arg("NX")
+            .ignore()
+            .query(&mut *self.lock().map_err(failed)?)
+            .map_err(failed)?;
+        Ok(count)
+    }
+
+    fn failures(&self, key: &str) -> Result<u64, StoreError> {
+        let count: Option<u64> = redis::cmd("GET")
+            .arg(self.key(&["auth-failures", key]))
+            .query(&mut *self.lock().map_err(failed)?)
+            .map_err(failed)?;
+        Ok(count.unwrap_or(0))
+    }
+}
+
 impl StructureStore for RedisStore {
     fn claim_command_id(&self, id: &str, expires: u64, now: u64) -> Result<bool, StoreError> {
         // Kept for as long as the caller's clock says it is valid (at
