@@ -158,6 +158,7 @@ test: agent-tools agents pydeps sysdeps node20 lint agent-tests
 bench: agent-tools agents pydeps
 	$(CARGO) bench -p agentserver
 	$(CARGO) bench -p agentserver-tests --bench federation_link
+	$(CARGO) bench -p agentserver-tests --bench cluster_hop
 
 FUZZ_SECONDS ?= 600
 ## xml_ingest (the XML core) or privileged_command (the signed-command reader).
