@@ -17,6 +17,21 @@ fn node(nats: &NatsServer, redis: &RedisServer, name: &str) -> String {
     )
 }
 
+/// Node A (no agents) and node B (`echo`) of one organism, with the same
+/// users: B gets A's users file, where `alice` may send `echo`.
+async fn sharing_users(nats: &NatsServer, redis: &RedisServer) -> (TestServer, TestServer) {
+    let a = TestServer::start_with(&[("alice", &["echo"])], &[], &node(nats, redis, "a")).await;
+    let users = std::fs::read_to_string(a.dir.path().join("users.toml")).unwrap();
+    let b = TestServer::start_with_files(
+        &[],
+        &[("echo", "echo", &["echo"])],
+        &node(nats, redis, "b"),
+        &[("users.toml", &users, 0o600)],
+    )
+    .await;
+    (a, b)
+}
+
 /// The next frame that is not a catalog, within `limit`.
 async fn answer(client: &mut Client, limit: Duration) -> String {
     tokio::time::timeout(limit, async {
@@ -169,16 +184,7 @@ async fn a_silent_node_is_dropped_within_the_heartbeat_timeout() {
 async fn a_code_used_on_one_node_is_refused_on_another() {
     let nats = NatsServer::start();
     let redis = RedisServer::start();
-    let a = TestServer::start_with(&[("alice", &["echo"])], &[], &node(&nats, &redis, "a")).await;
-    // B has the same users (one organism): A's users file, copied.
-    let users = std::fs::read_to_string(a.dir.path().join("users.toml")).unwrap();
-    let b = TestServer::start_with_files(
-        &[],
-        &[("echo", "echo", &["echo"])],
-        &node(&nats, &redis, "b"),
-        &[("users.toml", &users, 0o600)],
-    )
-    .await;
+    let (a, b) = sharing_users(&nats, &redis).await;
     let code = a.code("alice");
     let mut on_a = a.connect().await;
     on_a.login("alice", &code)
@@ -225,15 +231,7 @@ async fn an_agent_admitted_on_one_node_answers_clients_of_another() {
 async fn login_failures_on_one_node_count_on_every_node() {
     let nats = NatsServer::start();
     let redis = RedisServer::start();
-    let a = TestServer::start_with(&[("alice", &["echo"])], &[], &node(&nats, &redis, "a")).await;
-    let users = std::fs::read_to_string(a.dir.path().join("users.toml")).unwrap();
-    let b = TestServer::start_with_files(
-        &[],
-        &[("echo", "echo", &["echo"])],
-        &node(&nats, &redis, "b"),
-        &[("users.toml", &users, 0o600)],
-    )
-    .await;
+    let (a, b) = sharing_users(&nats, &redis).await;
     // Five wrong codes for alice on A (the limit is five a minute)...
     for _ in 0..5 {
         let mut client = a.connect().await;

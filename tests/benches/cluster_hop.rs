@@ -9,7 +9,6 @@
 //! Run with `make bench` or `cargo bench -p agentserver-tests --bench
 //! cluster_hop`; it prints a Markdown table for `docs/benchmarks.md`.
 
-use agentserver::client::{Client, Received};
 use agentserver_tests::{NatsServer, RedisServer, TestServer};
 use std::time::{Duration, Instant};
 
@@ -27,26 +26,6 @@ fn node(nats: &NatsServer, redis: &RedisServer, name: &str) -> String {
          [cluster]\nnats_url = \"{}\"\nnode = \"{name}\"\n",
         redis.url, nats.url
     )
-}
-
-async fn round_trip(client: &mut Client, message: &str) -> Duration {
-    let start = Instant::now();
-    client.send(message).await.unwrap();
-    loop {
-        match client.receive().await.unwrap() {
-            Received::Text(text) if text.starts_with("<message") => return start.elapsed(),
-            Received::Text(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn micros(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
 fn main() {
@@ -78,40 +57,12 @@ fn main() {
         let (mut across, _) = a.login("alice").await;
         let (mut inside, _) = b.login("bob").await;
         let message = format!("<echo>{}</echo>", "x".repeat(1_024));
-        for _ in 0..WARMUP {
-            round_trip(&mut inside, &message).await;
-            round_trip(&mut across, &message).await;
-        }
-        let (mut inside_times, mut across_times) = (Vec::new(), Vec::new());
-        while inside_times.len() < ROUNDS {
-            for _ in 0..BLOCK {
-                inside_times.push(round_trip(&mut inside, &message).await);
-            }
-            for _ in 0..BLOCK {
-                across_times.push(round_trip(&mut across, &message).await);
-            }
-        }
-        println!("| 1 KiB `<echo>` round trip, {ROUNDS} each | p50 | p99 | mean |");
-        println!("|---|---|---|---|");
-        let mut p50s = Vec::new();
-        for (name, times) in [
-            ("client and agent on one node", &mut inside_times),
-            ("client on A, agent on B (over NATS)", &mut across_times),
-        ] {
-            times.sort();
-            let mean = times.iter().sum::<Duration>() / times.len() as u32;
-            p50s.push(percentile(times, 0.5));
-            println!(
-                "| {name} | {} | {} | {} |",
-                micros(percentile(times, 0.5)),
-                micros(percentile(times, 0.99)),
-                micros(mean)
-            );
-        }
-        println!(
-            "\nThe cross-node hop adds {} at p50 ({:.2}× the round trip on one node).",
-            micros(p50s[1].saturating_sub(p50s[0])),
-            p50s[1].as_secs_f64() / p50s[0].as_secs_f64()
-        );
+        agentserver_tests::timing::compare(
+            ("client and agent on one node", &mut inside),
+            ("client on A, agent on B (over NATS)", &mut across),
+            &message,
+            (WARMUP, ROUNDS, BLOCK),
+        )
+        .await;
     });
 }

@@ -10,11 +10,9 @@
 //! agentserver-tests --bench federation_link`; it prints a Markdown table
 //! for `docs/benchmarks.md`.
 
-use agentserver::client::{Client, Received};
 use agentserver::commit::Purpose;
 use agentserver_tests::organisms::{apply, certificate, link};
 use agentserver_tests::TestServer;
-use std::time::{Duration, Instant};
 
 /// Round trips timed per path.
 const ROUNDS: usize = 4_000;
@@ -24,27 +22,6 @@ const BLOCK: usize = 200;
 const WARMUP: usize = 200;
 /// No flood limit gets in the way of a benchmark.
 const UNLIMITED: &str = "messages_per_second = 1000000\nmessage_burst = 1000000\n";
-
-/// One round trip: send, wait for the answer.
-async fn round_trip(client: &mut Client, message: &str) -> Duration {
-    let start = Instant::now();
-    client.send(message).await.unwrap();
-    loop {
-        match client.receive().await.unwrap() {
-            Received::Text(text) if text.starts_with("<message") => return start.elapsed(),
-            Received::Text(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn micros(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
-}
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -93,40 +70,12 @@ fn main() {
         let (mut across, _) = a.login("alice").await;
         let (mut inside, _) = b.login("bob").await;
         let message = format!("<echo>{}</echo>", "x".repeat(1_024));
-        for _ in 0..WARMUP {
-            round_trip(&mut inside, &message).await;
-            round_trip(&mut across, &message).await;
-        }
-        let (mut inside_times, mut across_times) = (Vec::new(), Vec::new());
-        while inside_times.len() < ROUNDS {
-            for _ in 0..BLOCK {
-                inside_times.push(round_trip(&mut inside, &message).await);
-            }
-            for _ in 0..BLOCK {
-                across_times.push(round_trip(&mut across, &message).await);
-            }
-        }
-        println!("| 1 KiB `<echo>` round trip, {ROUNDS} each | p50 | p99 | mean |");
-        println!("|---|---|---|---|");
-        let mut p50s = Vec::new();
-        for (name, times) in [
-            ("inside one organism", &mut inside_times),
-            ("across a loopback federation link", &mut across_times),
-        ] {
-            times.sort();
-            let mean = times.iter().sum::<Duration>() / times.len() as u32;
-            p50s.push(percentile(times, 0.5));
-            println!(
-                "| {name} | {} | {} | {} |",
-                micros(percentile(times, 0.5)),
-                micros(percentile(times, 0.99)),
-                micros(mean)
-            );
-        }
-        println!(
-            "\nThe link adds {} at p50 ({:.2}× the round trip inside one organism).",
-            micros(p50s[1].saturating_sub(p50s[0])),
-            p50s[1].as_secs_f64() / p50s[0].as_secs_f64()
-        );
+        agentserver_tests::timing::compare(
+            ("inside one organism", &mut inside),
+            ("across a loopback federation link", &mut across),
+            &message,
+            (WARMUP, ROUNDS, BLOCK),
+        )
+        .await;
     });
 }

@@ -3,6 +3,7 @@
 
 pub mod clients;
 pub mod organisms;
+pub mod timing;
 pub mod upstream;
 
 use agentserver::runtime::{
