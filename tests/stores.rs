@@ -331,3 +331,41 @@ fn key_value_buckets_hold_quotas_sessions_and_restarts_on_every_backend() {
         }
     }
 }
+
+/// A batch whose reply was lost is sent again; Redis keeps it once.
+#[test]
+fn redis_keeps_a_retried_audit_batch_once() {
+    let redis = RedisServer::start();
+    let config = StorageConfig::Redis {
+        url: redis.url.clone(),
+        prefix: "retry".into(),
+    };
+    let stores = Stores::open(&config, std::path::Path::new("/nonexistent")).unwrap();
+    let session = SessionId::from_string("s");
+    let mut previous = GENESIS;
+    let batch: Vec<StoredEntry> = (1..=3)
+        .map(|seq| {
+            let record = AuditRecord {
+                kind: AuditKind::Message,
+                thread: None,
+                session: &session,
+                from: "user:a",
+                tag: "echo",
+                depth: 0,
+                canonical: "<echo>x</echo>",
+            };
+            let entry = canonical_entry(seq, 1_000, &record);
+            previous = chain(&previous, &entry);
+            StoredEntry {
+                seq,
+                entry,
+                hash: hex_encode(&previous),
+            }
+        })
+        .collect();
+    stores.audit.append_audit(&batch[..2]).unwrap();
+    // The first two again (their reply was lost), with the third.
+    stores.audit.append_audit(&batch).unwrap();
+    let verified = stores.audit.verify().unwrap().expect("an intact chain");
+    assert_eq!(verified.count, 3);
+}

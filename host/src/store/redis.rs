@@ -173,6 +173,22 @@ impl RedisStore {
     }
 }
 
+/// Appends the audit entries (`SEQ\tHASH\tENTRY`) whose number is past
+/// the last one stored, in order: entries already there are skipped.
+const APPEND_AUDIT: &str = r"
+local last = redis.call('LINDEX', KEYS[1], -1)
+local last_seq = 0
+if last then last_seq = tonumber(string.match(last, '^(%d+)\t')) end
+for _, element in ipairs(ARGV) do
+  local seq = tonumber(string.match(element, '^(%d+)\t'))
+  if seq > last_seq then
+    redis.call('RPUSH', KEYS[1], element)
+    last_seq = seq
+  end
+end
+return 1
+";
+
 /// Sets the user's last used time step to `ARGV[1]` unless it is already
 /// there or later: 1 when set, 0 when not. Kept an hour, far past the
 /// codes' window.
@@ -393,9 +409,12 @@ impl AuditStore for RedisStore {
             .iter()
             .map(|e| format!("{}\t{}\t{}", e.seq, e.hash, e.entry))
             .collect();
-        self.lock()
-            .map_err(failed)?
-            .rpush::<_, _, ()>(self.key(&["audit"]), elements)
+        // Idempotent: a batch retried after its reply was lost (Redis
+        // stopped between storing it and answering) is not stored twice.
+        redis::Script::new(APPEND_AUDIT)
+            .key(self.key(&["audit"]))
+            .arg(elements)
+            .invoke::<()>(&mut *self.lock().map_err(failed)?)
             .map_err(failed)
     }
 
