@@ -9,8 +9,10 @@
 //! Needs node 18 or later (`make test` installs it) and the example agents
 //! (`make agents`).
 
-use agentserver_tests::clients::{llm_agent, signed_twin, users_json, workspace};
-use agentserver_tests::{agent_wasm, AgentSpec, MockLlm, TestServer};
+use agentserver_tests::clients::{
+    self, client_agents, llm_agent, signed_twin, users_json, workspace,
+};
+use agentserver_tests::{MockLlm, TestServer};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -161,21 +163,6 @@ fn assert_passed(what: &str, output: &Output) {
     eprintln!("{what}: {passed} passed\n{stdout}");
 }
 
-/// Every tag the users of `client.test.js` may send (`twin` arrives by
-/// signed command, nobody listens to `nobody`); `secret` is not among them.
-const CLIENT_TAGS: &[&str] = &[
-    "echo",
-    "calculate",
-    "square-sum",
-    "count",
-    "hold",
-    "trap",
-    "spray",
-    "ask",
-    "twin",
-    "nobody",
-];
-
 /// The users of `client.test.js`, one or two per test.
 const CLIENT_USERS: &[&str] = &[
     "login",
@@ -199,25 +186,15 @@ const CLIENT_USERS: &[&str] = &[
     "owner",
 ];
 
-const AGENTS: &[AgentSpec<'static>] = &[
-    ("echo", "echo", &["echo"]),
-    ("calc", "calculator", &["calculate"]),
-    ("delegator", "delegator", &["square-sum"]),
-    ("counter", "counter", &["count"]),
-];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_js_client_logs_in_asks_streams_and_keeps_within_the_limits() {
     let mock = MockLlm::start(None);
-    // hostile runs one call at a time and queues none, so that a second
-    // caller is told `busy`.
-    let extra = format!(
-        "{}[[agent]]\nname = \"hostile\"\ncomponent = {:?}\nlistens = [\"hold\", \"trap\", \"spray\"]\nmax_concurrent = 1\nmax_queued = 0\n",
-        llm_agent(&mock),
-        agent_wasm("hostile").display().to_string()
-    );
-    let users: Vec<(&str, &[&str])> = CLIENT_USERS.iter().map(|u| (*u, CLIENT_TAGS)).collect();
-    let server = TestServer::start_with(&users, AGENTS, &extra).await;
+    let extra = client_agents(&mock);
+    let users: Vec<(&str, &[&str])> = CLIENT_USERS
+        .iter()
+        .map(|u| (*u, clients::CLIENT_TAGS))
+        .collect();
+    let server = TestServer::start_with(&users, clients::CLIENT_AGENTS, &extra).await;
     let commands = tempfile::tempdir().expect("tempdir");
     let env = env_with_llm_and_twin(&server, CLIENT_USERS, &mock, commands.path());
     let output = node_test(&["tests/client.test.js"], env).await;
@@ -256,7 +233,7 @@ async fn the_js_documentation_examples_run() {
     let mock = MockLlm::start(None);
     let tags: &[&str] = &["echo", "calculate", "square-sum", "ask", "twin"];
     let users: Vec<(&str, &[&str])> = DOC_USERS.iter().map(|u| (*u, tags)).collect();
-    let server = TestServer::start_with(&users, AGENTS, &llm_agent(&mock)).await;
+    let server = TestServer::start_with(&users, clients::CLIENT_AGENTS, &llm_agent(&mock)).await;
     let commands = tempfile::tempdir().expect("tempdir");
     let mut env = env_with_llm_and_twin(&server, DOC_USERS, &mock, commands.path());
     env.push((

@@ -3,7 +3,7 @@
 //! their "apply a command" tests carry, and the users' secrets as the
 //! libraries' tests read them.
 
-use crate::{agent_bytes, agent_wasm, MockLlm, TestServer};
+use crate::{agent_bytes, agent_wasm, AgentSpec, MockLlm, TestServer};
 use agentserver::privileged::{Command, ComponentSource, Registration};
 use agentserver::runtime::ComponentHash;
 use std::path::{Path, PathBuf};
@@ -51,4 +51,38 @@ pub fn users_json(server: &TestServer, users: &[&str]) -> String {
         .map(|user| format!("\"{user}\": \"{}\"", server.totp_secret(user)))
         .collect();
     format!("{{{}}}", entries.join(", "))
+}
+
+/// Every tag the client libraries' test users may send (`twin` arrives by
+/// signed command, nobody listens to `nobody`); `secret` is not among them.
+pub const CLIENT_TAGS: &[&str] = &[
+    "echo",
+    "calculate",
+    "square-sum",
+    "count",
+    "hold",
+    "trap",
+    "spray",
+    "ask",
+    "twin",
+    "nobody",
+];
+
+/// The agents both client libraries' suites talk to (with [`client_agents`]).
+pub const CLIENT_AGENTS: &[AgentSpec<'static>] = &[
+    ("echo", "echo", &["echo"]),
+    ("calc", "calculator", &["calculate"]),
+    ("delegator", "delegator", &["square-sum"]),
+    ("counter", "counter", &["count"]),
+];
+
+/// The rest of their configuration: the llm agent reaching `mock`, and
+/// hostile, which runs one call at a time and queues none, so that a
+/// second caller is told `busy`.
+pub fn client_agents(mock: &MockLlm) -> String {
+    format!(
+        "{}[[agent]]\nname = \"hostile\"\ncomponent = {:?}\nlistens = [\"hold\", \"trap\", \"spray\"]\nmax_concurrent = 1\nmax_queued = 0\n",
+        llm_agent(mock),
+        agent_wasm("hostile").display().to_string()
+    )
 }
