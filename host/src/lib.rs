@@ -31,5 +31,6 @@ pub mod privileged;
 pub mod runtime;
 pub mod server;
 pub mod session;
+pub mod stage_timing;
 pub mod store;
 pub mod xml;

@@ -42,12 +42,12 @@ mod outbox;
 mod session;
 mod table;
 mod thread;
+mod worker_slot;
 
 pub use audit::{
     AuditKind, AuditRecord, AuditSink, CapabilityAudit, MemoryAuditSink, NoAudit, OwnedAuditRecord,
 };
 pub use frames::Refusal;
-use ids::ThreadBitsHasher;
 pub use ids::{AgentName, BadAgentName, SessionId, ThreadId};
 pub use metrics::{BusMetrics, MetricsSnapshot, RefusalKind, LATENCY_BUCKETS_US};
 pub use outbox::{Frame, Outbox, OutboxJournal};
@@ -55,13 +55,12 @@ pub use session::Grants;
 pub use table::{Capability, Listener, ListenerTarget, RoutingTable, TableError};
 
 use session::SessionEntry;
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, RwLock};
 pub use table::RemoteTarget;
 use thread::{Accepted, Hop, ThreadState};
 pub use thread::{RemoteDelivery, ThreadHandle, ThreadWorker};
 use tokio::sync::watch;
+pub use worker_slot::WorkerSlot;
 
 /// Limits of the bus, each with its default.
 #[derive(Debug, Clone)]
@@ -112,9 +111,6 @@ impl Sender {
     }
 }
 
-/// Every live thread, by the 128 bits of its id.
-type ThreadTable = HashMap<u128, Arc<ThreadState>, BuildHasherDefault<ThreadBitsHasher>>;
-
 /// The bus. Cheap to clone; all clones are the same bus.
 #[derive(Clone)]
 pub struct Bus {
@@ -125,7 +121,6 @@ pub(crate) struct BusInner {
     config: BusConfig,
     table: RwLock<Arc<RoutingTable>>,
     changes: watch::Sender<u64>,
-    threads: Mutex<ThreadTable>,
     audit: Arc<dyn AuditSink>,
     metrics: BusMetrics,
 }
@@ -138,7 +133,6 @@ impl Bus {
                 config,
                 table: RwLock::new(Arc::new(RoutingTable::default())),
                 changes: watch::channel(0).0,
-                threads: Mutex::new(ThreadTable::default()),
                 audit,
                 metrics: BusMetrics::default(),
             }),
@@ -249,10 +243,6 @@ impl BusInner {
         Ok(result)
     }
 
-    fn lock_threads(&self) -> MutexGuard<'_, ThreadTable> {
-        self.threads.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The ingress of a client frame; see [`Session::submit_and_drive`].
     fn submit(
         self: &Arc<Self>,
@@ -281,6 +271,7 @@ impl BusInner {
         } else {
             (None, payload)
         };
+        crate::stage_timing::mark(crate::stage_timing::Stage::Ingest);
         let thread = match &continued {
             Some(id) => self.session_thread(session, id)?,
             None => None,
@@ -311,9 +302,14 @@ impl BusInner {
         if self.table().listeners(tag).is_empty() {
             return Err(frames::no_listener(tag.as_str(), thread_id));
         }
+        crate::stage_timing::mark(crate::stage_timing::Stage::Routing);
         let thread = match thread {
             Some(thread) => thread,
-            None => self.new_thread(session),
+            None => {
+                let thread = self.new_thread(session);
+                crate::stage_timing::mark(crate::stage_timing::Stage::NewThread);
+                thread
+            }
         };
         match self.accept(&thread, hop) {
             Accepted::Queued => Ok(Submitted {
@@ -359,15 +355,10 @@ impl BusInner {
         session: &SessionEntry,
         id: &str,
     ) -> Result<Option<Arc<ThreadState>>, Refusal> {
-        let found = ThreadId::bits(id).and_then(|bits| self.lock_threads().get(&bits).cloned());
+        let found =
+            ThreadId::bits(id).and_then(|bits| session.threads().by_bits.get(&bits).cloned());
         match found {
-            Some(thread)
-                if thread.id.as_str() == id
-                    && thread.session.id == session.id
-                    && !thread.is_ended() =>
-            {
-                Ok(Some(thread))
-            }
+            Some(thread) if thread.id.as_str() == id && !thread.is_ended() => Ok(Some(thread)),
             _ => Err(frames::unknown_thread(id)),
         }
     }
@@ -377,17 +368,16 @@ impl BusInner {
         let thread = Arc::new(ThreadState::new(id, bits, Arc::clone(session)));
         let evicted = {
             let mut owned = session.threads();
-            owned.push_back(bits);
-            if owned.len() > self.config.max_threads_per_session {
-                owned.pop_front()
+            owned.order.push_back(bits);
+            owned.by_bits.insert(bits, Arc::clone(&thread));
+            if owned.order.len() > self.config.max_threads_per_session {
+                owned
+                    .order
+                    .pop_front()
+                    .and_then(|oldest| owned.by_bits.remove(&oldest))
             } else {
                 None
             }
-        };
-        let evicted = {
-            let mut all = self.lock_threads();
-            all.insert(bits, Arc::clone(&thread));
-            evicted.and_then(|id| all.remove(&id))
         };
         // An evicted thread nobody else holds is simply dropped; one still
         // held (a worker or an emitter has it) is ended, so that it takes
@@ -401,21 +391,20 @@ impl BusInner {
     }
 
     fn forget_thread(&self, thread: &ThreadState) {
-        self.lock_threads().remove(&thread.bits);
+        thread.session.threads().by_bits.remove(&thread.bits);
     }
 
     /// Ends `session`: its threads stop, its agent instances are dropped,
     /// its outbox is closed (what is in it can still be read).
     pub(crate) fn end_session(&self, session: &SessionEntry) {
         session.mark_ended();
-        let threads: Vec<u128> = session.threads().drain(..).collect();
-        {
-            let mut all = self.lock_threads();
-            for id in &threads {
-                if let Some(thread) = all.remove(id) {
-                    thread.end();
-                }
-            }
+        let threads = {
+            let mut owned = session.threads();
+            owned.order.clear();
+            std::mem::take(&mut owned.by_bits)
+        };
+        for thread in threads.into_values() {
+            thread.end();
         }
         self.end_session_instances(session);
         session.outbox.close();

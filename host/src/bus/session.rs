@@ -1,11 +1,13 @@
 //! A session as the bus sees it: who it speaks for, which tags it may send,
 //! its threads, and its outbox.
 
-use super::ids::SessionId;
+use super::ids::{SessionId, ThreadBitsHasher};
 use super::outbox::Outbox;
+use super::thread::ThreadState;
 use crate::runtime::SessionKey;
 use crate::xml::Tag;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -38,8 +40,8 @@ pub(crate) struct SessionEntry {
     pub(crate) from: Arc<str>,
     grants: RwLock<Arc<Grants>>,
     pub(crate) outbox: Arc<Outbox>,
-    /// The session's threads (the bits of their ids), oldest first.
-    threads: Mutex<VecDeque<u128>>,
+    /// The session's live threads.
+    threads: Mutex<SessionThreads>,
     ended: AtomicBool,
 }
 
@@ -51,7 +53,7 @@ impl SessionEntry {
             from: format!("user:{user}").into(),
             grants: RwLock::new(Arc::new(grants)),
             outbox: Arc::new(Outbox::new(outbox_capacity)),
-            threads: Mutex::new(VecDeque::new()),
+            threads: Mutex::new(SessionThreads::default()),
             ended: AtomicBool::new(false),
         }
     }
@@ -64,7 +66,7 @@ impl SessionEntry {
         *self.grants.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(grants);
     }
 
-    pub(crate) fn threads(&self) -> MutexGuard<'_, VecDeque<u128>> {
+    pub(crate) fn threads(&self) -> MutexGuard<'_, SessionThreads> {
         self.threads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -75,4 +77,13 @@ impl SessionEntry {
     pub(crate) fn mark_ended(&self) {
         self.ended.store(true, Ordering::Release);
     }
+}
+
+/// A session's live threads: each by the 128 bits of its id, and their
+/// order of creation (oldest first), for eviction. Each session keeps its
+/// own, so a message touches only its own session's table and lock.
+#[derive(Debug, Default)]
+pub(crate) struct SessionThreads {
+    pub(crate) by_bits: HashMap<u128, Arc<ThreadState>, BuildHasherDefault<ThreadBitsHasher>>,
+    pub(crate) order: VecDeque<u128>,
 }

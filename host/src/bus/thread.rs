@@ -31,6 +31,7 @@ use super::session::SessionEntry;
 use super::table::{Listener, ListenerTarget};
 use super::{BusInner, Sender};
 use crate::runtime::{CallError, Delivery, Emitter};
+use crate::stage_timing::{mark, Stage};
 use crate::xml::{write_envelope, CanonicalXml};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -216,6 +217,10 @@ impl ThreadState {
         };
         if hop.is_none() {
             inner.running = false;
+            // Most threads carry one round trip: give the mailbox's room
+            // back now, while it is warm, rather than when the thread is
+            // evicted a thousand threads later.
+            inner.mailbox = VecDeque::new();
         }
         hop
     }
@@ -241,6 +246,11 @@ impl BusInner {
 
     /// Delivers one hop: to its listeners, or back to the session.
     async fn deliver(self: &Arc<Self>, thread: &Arc<ThreadState>, hop: Hop) {
+        mark(if hop.depth == 0 {
+            Stage::WorkerStart
+        } else {
+            Stage::EnqueueOut
+        });
         let table = self.table();
         let listeners = table.listeners(hop.payload.tag());
         if listeners.is_empty() {
@@ -376,6 +386,7 @@ impl BusInner {
                 return true;
             }
         };
+        mark(Stage::EmissionIngest);
         let mut repairs = cause_repairs.to_vec();
         repairs.extend(ingested.repairs.iter().map(ToString::to_string));
         repairs.truncate(MAX_HUH_NOTES);
@@ -437,7 +448,17 @@ impl BusInner {
     /// be started for it.
     pub(crate) fn accept(&self, thread: &ThreadState, hop: Hop) -> Accepted {
         self.audit_message(thread, &hop);
-        match thread.enqueue(hop, self.config.max_thread_messages) {
+        let from_session = hop.depth == 0;
+        mark(if from_session {
+            Stage::AuditIn
+        } else {
+            Stage::AuditOut
+        });
+        let enqueued = thread.enqueue(hop, self.config.max_thread_messages);
+        if from_session {
+            mark(Stage::EnqueueIn);
+        }
+        match enqueued {
             Enqueued::Queued => {
                 self.metrics.routed();
                 Accepted::Queued
@@ -463,9 +484,11 @@ impl BusInner {
             &hop.repairs,
             &hop.payload,
         );
+        mark(Stage::Envelope);
         if thread.session.outbox.push(frame.into()) {
             self.metrics.delivered_to_session();
         }
+        mark(Stage::OutboxPush);
         // An agent may end the session: the client gets the `<end-session/>`
         // first, then the session ends as if the client had sent it.
         if matches!(hop.from, Sender::Agent(_)) && hop.payload.tag().as_str() == "end-session" {

@@ -234,6 +234,16 @@ fn report(
         out,
         "\nmedian p50 ratio (agentserver / bare): {p50:.2}\nmedian throughput ratio (agentserver / bare): {throughput:.2}\nmedian server CPU per message ratio (agentserver / bare): {cpu:.2}"
     );
+    let _ = writeln!(
+        out,
+        "median of the runs: agentserver p50 {:.1} µs, {:.0} messages/s, {:.1} µs server CPU per message; bare echo p50 {:.1} µs, {:.0} messages/s, {:.1} µs server CPU per message",
+        median(runs.iter().map(|r| r.ours.p50_us)),
+        median(runs.iter().map(|r| r.ours.per_second)),
+        median(runs.iter().map(|r| r.ours.server_cpu_us)),
+        median(runs.iter().map(|r| r.bare.p50_us)),
+        median(runs.iter().map(|r| r.bare.per_second)),
+        median(runs.iter().map(|r| r.bare.server_cpu_us)),
+    );
     if let Some((connections, before, after)) = idle {
         let _ = writeln!(
             out,

@@ -300,6 +300,7 @@ impl Agent {
             Outcome::Discarded(error) => Err(error),
         };
         self.note_outcome(&result);
+        crate::stage_timing::mark(crate::stage_timing::Stage::WasmCall);
         result
     }
 
@@ -513,6 +514,7 @@ impl Agent {
             tag: delivery.tag,
             payload: delivery.payload,
         };
+        crate::stage_timing::mark(crate::stage_timing::Stage::InstanceLookup);
         let result = within(
             self.limits.timeout(),
             live.world.call_handle(&mut live.store, envelope),

@@ -14,7 +14,10 @@
 //! A message that starts a thread gets a worker, and the connection runs
 //! that worker itself while it has no other: the message is canonicalized,
 //! delivered to the agent, and its answer queued and written, all on this
-//! task, with no hand-off to another task or thread in between. A message
+//! task, with no hand-off to another task or thread in between. The worker
+//! is first polled right after the frame is taken: when the agent is warm
+//! and free it answers within that poll, and the answer is written in the
+//! same turn of the loop. A message
 //! that starts a second thread while the first is still running gets a
 //! task of its own, so threads still run side by side. A worker still
 //! running when the connection ends is handed to the runtime: the thread
@@ -26,10 +29,11 @@ use super::gate::{GateKey, Socket};
 use super::pressure::PendingSlot;
 use super::State;
 use crate::auth::{Allow, AuthenticatedUser};
-use crate::bus::ThreadWorker;
 use crate::bus::{AuditKind, AuditRecord, Capability, Grants, RefusalKind, Session, SessionId};
+use crate::bus::{Frame, Outbox, ThreadWorker, WorkerSlot};
 use crate::privileged::Carrier;
 use crate::session::Attached;
+use crate::stage_timing::{self, Stage};
 use crate::xml::{escape_attribute, ingest, Limits, Tag};
 use futures::{SinkExt as _, StreamExt as _};
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -41,6 +45,7 @@ use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
@@ -111,17 +116,19 @@ pub(crate) async fn serve(
         }
     };
     let session = attached.session.clone();
-    let outcome = Connection {
-        state: Arc::clone(&state),
-        session: session.clone(),
-        user,
-        flood: state.flood_of(session.id()),
-        last_seen: Instant::now(),
-        catalog: Vec::new(),
-        command_in_flight: Arc::new(AtomicBool::new(false)),
-        local: LocalWorker::default(),
-    }
-    .run(&mut ws, &attached, resumed)
+    let outcome = crate::stage_timing::scope(
+        Connection {
+            state: Arc::clone(&state),
+            session: session.clone(),
+            user,
+            flood: state.flood_of(session.id()),
+            last_seen: Instant::now(),
+            catalog: Vec::new(),
+            command_in_flight: Arc::new(AtomicBool::new(false)),
+            local: LocalWorker::default(),
+        }
+        .run(&mut ws, &attached, resumed),
+    )
     .await;
     let (code, reason) = match outcome {
         Ending::ClientClosed => {
@@ -369,40 +376,31 @@ impl<T: Send + Sync + 'static> Changes<T> {
     }
 }
 
-/// The thread worker a connection runs on its own task. Whatever is left
-/// of it when the connection ends — however it ends — is handed to the
-/// runtime, so a thread never stops halfway because its client went away.
+/// The thread worker a connection runs on its own task, in one slot whose
+/// memory every worker reuses. Whatever is left of it when the connection
+/// ends — however it ends — is handed to the runtime, so a thread never
+/// stops halfway because its client went away.
 #[derive(Default)]
-struct LocalWorker(Option<Pin<Box<dyn Future<Output = ()> + Send>>>);
+struct LocalWorker(WorkerSlot);
 
 impl LocalWorker {
     /// Runs `worker` here if nothing else runs here; spawns it otherwise.
     fn take(&mut self, worker: ThreadWorker) {
-        if self.0.is_some() {
-            worker.spawn();
-        } else {
-            self.0 = Some(Box::pin(worker.run()));
-        }
+        self.0.start(worker);
+    }
+
+    /// Polls the worker once, in the caller's task; says whether there is
+    /// none left (it finished, or there was none).
+    async fn poll_once(&mut self) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(self.0.poll_worker(cx).is_ready())).await
     }
 
     /// Drives the worker to its end; pending forever when there is none.
     async fn finished(&mut self) {
-        match self.0.as_mut() {
-            Some(worker) => {
-                worker.await;
-                self.0 = None;
-            }
-            None => std::future::pending().await,
-        }
-    }
-}
-
-impl Drop for LocalWorker {
-    fn drop(&mut self) {
-        if let Some(worker) = self.0.take() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(worker);
-            }
+        if self.0.is_busy() {
+            std::future::poll_fn(|cx| self.0.poll_worker(cx)).await;
+        } else {
+            std::future::pending().await
         }
     }
 }
@@ -446,7 +444,7 @@ impl Connection {
             tokio::select! {
                 () = &mut taken_over => return Ending::TakenOver,
                 () = self.local.finished() => {}
-                frame = ws.next() => {
+                frame = crate::stage_timing::read(ws.next()) => {
                     let frame = match frame {
                         Some(Ok(frame)) => frame,
                         Some(Err(WsError::Capacity(_))) => return Ending::FrameTooLarge,
@@ -457,6 +455,14 @@ impl Connection {
                         Message::Text(text) => {
                             if let Some(ending) = self.on_text(text.as_bytes()) {
                                 return ending;
+                            }
+                            // A warm, free agent usually answers within the
+                            // worker's first poll: then the answer is written
+                            // in this same turn of the loop.
+                            if self.local.poll_once().await {
+                                if let Some(ending) = send_ready(ws, &outbox).await {
+                                    return ending;
+                                }
                             }
                         }
                         Message::Binary(_) => {
@@ -473,10 +479,9 @@ impl Connection {
                     let Some(frame) = frame else {
                         return Ending::EndSession;
                     };
-                    if ws.send(Message::text(frame.to_string())).await.is_err() {
-                        return Ending::ClientClosed;
+                    if let Some(ending) = send_frame(ws, &outbox, frame).await {
+                        return ending;
                     }
-                    outbox.confirm_sent();
                 }
                 () = changes.changed() => self.push_catalog_if_changed(ws).await,
                 () = grant_changes.changed() => {
@@ -584,6 +589,7 @@ impl Connection {
         if starts_element(head, b"end-session") {
             return Some(Ending::EndSession);
         }
+        stage_timing::mark(Stage::FloodCheck);
         match self.session.submit_and_drive(frame) {
             Ok(submitted) => {
                 if let Some(worker) = submitted.worker {
@@ -630,6 +636,29 @@ impl Connection {
         );
         let _ = ws.send(Message::text(frame)).await;
     }
+}
+
+/// Writes `frame`, taken from `outbox`, to the client; `Some` when the
+/// connection must end.
+async fn send_frame(ws: &mut Socket, outbox: &Outbox, frame: Frame) -> Option<Ending> {
+    stage_timing::mark(Stage::OutboxPop);
+    if ws.send(Message::text(frame.to_string())).await.is_err() {
+        return Some(Ending::ClientClosed);
+    }
+    outbox.confirm_sent();
+    stage_timing::mark(Stage::Write);
+    stage_timing::finish();
+    None
+}
+
+/// Writes every frame waiting in `outbox` without waiting for more.
+async fn send_ready(ws: &mut Socket, outbox: &Outbox) -> Option<Ending> {
+    while let Some(frame) = outbox.try_pop() {
+        if let Some(ending) = send_frame(ws, outbox, frame).await {
+            return Some(ending);
+        }
+    }
+    None
 }
 
 fn trim_start(bytes: &[u8]) -> &[u8] {
