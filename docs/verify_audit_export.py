@@ -8,14 +8,17 @@ what `agentserver audit verify --file EXPORT --owner identity.pub` does.
 Certificates carry the exact bytes the owner signed, and checkpoints are
 fixed statements, so no XML canonicalisation is needed here.
 
-1. Every node certificate must carry the owner's Ed25519 signature over its
-   payload bytes.
+1. Every node certificate and node-key revocation must carry the owner's
+   Ed25519 signature over its payload bytes.
 2. The entries must continue the anchor one by one, each hash being
    SHA-256(previous hash || entry bytes).
 3. Every checkpoint entry must state the entry count and head hash before
    it, name this organism, and be signed by a node key that a certificate
-   lets sign `audit` at the checkpoint's time.
-4. The last entry must be a checkpoint, and the `end` line must agree.
+   lets sign `audit` at the checkpoint's time. A checkpoint made at or
+   after its key's revocation (the revocation payload's `issued`) vouches
+   for nothing: it counts as an ordinary entry.
+4. The last entry must be a checkpoint that vouches, and the `end` line
+   must agree.
 
 Exit 0 with a summary when all of it holds; otherwise exit 1 naming the
 first thing that does not (the line, the entry or the certificate).
@@ -72,34 +75,44 @@ def verify_signature(key, signature, message):
         return False
 
 
+def signed_command(record_id, signature_b64, payload, owner, name):
+    """The one command element of a record the owner signed, and its `issued`."""
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+    except ValueError:
+        signature = b""
+    if len(signature) != 64 or not verify_signature(owner, signature, payload):
+        raise Refused(f"{name} {record_id}: the owner's signature does not verify")
+
+    def invalid(reason):
+        return Refused(f"{name} {record_id}: {reason}")
+
+    try:
+        root = ElementTree.fromstring(payload)
+    except ElementTree.ParseError as error:
+        raise invalid(str(error)) from None
+    if root.get("id") != record_id:
+        raise invalid("its payload has another id")
+    try:
+        issued = instant(root.get("issued"))
+    except ValueError:
+        raise invalid("its payload has no `issued`") from None
+    children = list(root)
+    if len(children) != 1 or children[0].tag != name:
+        raise invalid(f"its payload is not one <{name}>")
+    return children[0], issued
+
+
 class Certificate:
     """A node certificate whose owner signature was checked."""
 
     def __init__(self, cert_id, signature_b64, payload, owner):
-        try:
-            signature = base64.b64decode(signature_b64, validate=True)
-        except ValueError:
-            signature = b""
-        if len(signature) != 64 or not verify_signature(owner, signature, payload):
-            raise Refused(f"certificate {cert_id}: the owner's signature does not verify")
-
         def invalid(reason):
             return Refused(f"certificate {cert_id}: {reason}")
 
-        try:
-            root = ElementTree.fromstring(payload)
-        except ElementTree.ParseError as error:
-            raise invalid(str(error)) from None
-        if root.get("id") != cert_id:
-            raise invalid("its payload has another id")
-        try:
-            self.issued = instant(root.get("issued"))
-        except ValueError:
-            raise invalid("its payload has no `issued`") from None
-        children = list(root)
-        if len(children) != 1 or children[0].tag != "node-certificate":
-            raise invalid("its payload is not one <node-certificate>")
-        element = children[0]
+        element, self.issued = signed_command(
+            cert_id, signature_b64, payload, owner, "node-certificate"
+        )
         try:
             raw = base64.b64decode(element.get("public-key", ""), validate=True)
             self.key = Ed25519PublicKey.from_public_bytes(raw)
@@ -121,6 +134,22 @@ class Certificate:
             and seconds + CLOCK_SKEW >= self.issued
             and seconds <= self.not_after
         )
+
+
+class Revocation:
+    """A node-key revocation whose owner signature was checked."""
+
+    def __init__(self, record_id, signature_b64, payload, owner):
+        element, self.issued = signed_command(
+            record_id, signature_b64, payload, owner, "node-revoke"
+        )
+        self.key_id = element.get("key-id") or ""
+        if not re.fullmatch(r"[0-9a-f]{16}", self.key_id):
+            raise Refused(f"node-revoke {record_id}: `key-id` is not 16 lowercase hex digits")
+        self.id = record_id
+
+    def revokes(self, key_id, seconds):
+        return key_id == self.key_id and seconds >= self.issued
 
 
 class Records:
@@ -181,7 +210,10 @@ def entry_content(entry):
     return entry[start + 1 : end]
 
 
-def check_checkpoint(seq, entry, previous_seq, previous, organism, certificates):
+def check_checkpoint(seq, entry, previous_seq, previous, organism, certificates, revocations):
+    """(time_ms, certificate id) of a checkpoint that vouches, or the reason
+    (a string) why one made after its key's revocation vouches for nothing."""
+
     def fail(reason):
         return Refused(f"checkpoint at entry {seq}: {reason}")
 
@@ -199,6 +231,12 @@ def check_checkpoint(seq, entry, previous_seq, previous, organism, certificates)
             f"but it follows entry {previous_seq} with head {previous.hex()}"
         )
     seconds = time_ms // 1000
+    revocation = next((r for r in revocations if r.revokes(key_id, seconds)), None)
+    if revocation is not None:
+        return (
+            f"its key {key_id} was revoked as of {format_instant(revocation.issued)} "
+            f"(revocation {revocation.id}), before it was made at {format_instant(seconds)}"
+        )
     certificate = next(
         (c for c in certificates if c.key_id == key_id and c.covers(seconds, "audit")), None
     )
@@ -237,6 +275,7 @@ def verify(stream, owner):
         raise Refused(f"the export is of organism {fields[1]}, not of the owner key given ({organism})")
 
     certificates = []
+    revocations = []
     while True:
         line = records.line()
         if line is None:
@@ -245,6 +284,9 @@ def verify(stream, owner):
         if fields[0] == "certificate" and len(fields) == 4:
             payload = records.body(records.length(fields[3]), f"certificate {fields[1]}")
             certificates.append(Certificate(fields[1], fields[2], payload, owner))
+        elif fields[0] == "revocation" and len(fields) == 4:
+            payload = records.body(records.length(fields[3]), f"revocation {fields[1]}")
+            revocations.append(Revocation(fields[1], fields[2], payload, owner))
         elif fields[0] == "anchor" and len(fields) == 3:
             anchor_seq = records.number(fields[1])
             try:
@@ -255,7 +297,10 @@ def verify(stream, owner):
                 raise records.fail(f"{fields[2]!r} is not a hash")
             break
         else:
-            raise records.fail("expected `certificate ID SIGNATURE LENGTH` or `anchor SEQ HASH`")
+            raise records.fail(
+                "expected `certificate ID SIGNATURE LENGTH`, `revocation ID SIGNATURE LENGTH` "
+                "or `anchor SEQ HASH`"
+            )
 
     previous_seq, previous = anchor_seq, anchor_hash
     if previous_seq == 0 and previous != GENESIS:
@@ -263,6 +308,7 @@ def verify(stream, owner):
     first = None
     checkpoints = 0
     last_checkpoint = None
+    revoked_checkpoint = None
     while True:
         line = records.line()
         if line is None:
@@ -291,11 +337,21 @@ def verify(stream, owner):
                     f"audit entry {seq} is broken: its hash does not match "
                     "its contents and the previous entry"
                 )
+            vouch = None
             if entry_attribute(entry, "kind") == "checkpoint":
-                last_checkpoint = (seq,) + check_checkpoint(
-                    seq, entry, previous_seq, previous, organism, certificates
+                vouch = check_checkpoint(
+                    seq, entry, previous_seq, previous, organism, certificates, revocations
                 )
+            if isinstance(vouch, tuple):
+                last_checkpoint = (seq,) + vouch
                 checkpoints += 1
+            elif isinstance(vouch, str) and first is None and anchor_seq > 0:
+                raise Refused(
+                    f"the anchor (entry {anchor_seq}) is not vouched for: entry {seq}, the first, "
+                    f"is a checkpoint that vouches for nothing ({vouch})"
+                )
+            elif isinstance(vouch, str):
+                revoked_checkpoint = (seq, vouch)
             elif first is None and anchor_seq > 0:
                 raise Refused(
                     f"the anchor (entry {anchor_seq}) is not vouched for: "
@@ -314,13 +370,19 @@ def verify(stream, owner):
             )
             if said != found:
                 raise Refused(f"the `end` line says {said}, but the entries give {found}")
+            refused = ""
+            if revoked_checkpoint is not None:
+                refused = (
+                    f" (the checkpoint at entry {revoked_checkpoint[0]} vouches for nothing: "
+                    f"{revoked_checkpoint[1]})"
+                )
             if last_checkpoint is None:
-                raise Refused("the export holds no checkpoint")
+                raise Refused(f"the export holds no checkpoint{refused}")
             last_seq, time_ms, certificate = last_checkpoint
             if last_seq != previous_seq:
                 raise Refused(
                     f"entries {last_seq + 1} to {previous_seq} follow the last checkpoint "
-                    f"(entry {last_seq}): no signature covers them"
+                    f"(entry {last_seq}): no signature covers them{refused}"
                 )
             if records.line() is not None or stream.read(1):
                 raise records.fail("nothing may follow the `end` line")

@@ -134,6 +134,18 @@ fn signed_records_are_kept_byte_for_byte_on_every_backend() {
             [record("l2")],
             "{name}"
         );
+        // Revocations, this owner's and linked peers', each kind apart.
+        let revocations = [
+            (SignedKind::NodeRevocation, "0123456789abcdef", record("r1")),
+            (
+                SignedKind::PeerRevocation,
+                "peer/0123456789abcdef",
+                record("r2"),
+            ),
+        ];
+        for (kind, key, record) in &revocations {
+            structure.save_signed(*kind, key, record).unwrap();
+        }
         if structure.is_persistent() {
             let reopened = Stores::open(&config, dir.path()).unwrap();
             let again = &reopened.structure;
@@ -143,6 +155,13 @@ fn signed_records_are_kept_byte_for_byte_on_every_backend() {
                 [record("l2")],
                 "{name}"
             );
+            for (kind, _, record) in &revocations {
+                assert_eq!(
+                    again.signed_records(*kind).unwrap(),
+                    std::slice::from_ref(record),
+                    "{name}"
+                );
+            }
         }
         structure.forget_signed(links, "peer").unwrap();
         assert!(

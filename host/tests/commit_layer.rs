@@ -279,3 +279,187 @@ fn checkpoints_are_signed_exported_and_verified_offline_by_rust_and_python() {
         "not of the owner key given",
     );
 }
+
+/// `agentserver command ARGS | sign | apply --config` against the stopped
+/// server in `root`; panics unless applied.
+fn apply_offline(root: &Path, command: &str) {
+    let output = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "\"$AGENTSERVER\" command {command} \
+                 | \"$AGENTSERVER\" sign - --key \"$DIR/identity.key\" \
+                 | \"$AGENTSERVER\" apply - --config \"$DIR/organism.toml\""
+            ),
+        ])
+        .env("AGENTSERVER", BINARY)
+        .env("DIR", root)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success() && text(&output.stdout).contains("applied"),
+        "{command}: {output:?}"
+    );
+}
+
+/// Starts the server in `root`, has alice send `count` echoes, waits for
+/// the time trigger's checkpoint, and stops it.
+fn traffic(root: &Path, count: usize) {
+    let Spawned {
+        mut child,
+        url,
+        fingerprint,
+    } = spawn_server(&root.join("organism.toml"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let secret = agentserver::auth::decode_base32(
+            &std::fs::read_to_string(root.join("alice.secret")).unwrap(),
+        )
+        .unwrap();
+        let trust = agentserver::client::Trust::Fingerprint(fingerprint.clone());
+        let mut client = agentserver::client::Client::connect(&url, &trust)
+            .await
+            .unwrap();
+        let code = agentserver::auth::totp_code(&secret, SystemTime::now());
+        client.login("alice", &code).await.unwrap();
+        for i in 0..count {
+            client
+                .send(&format!("<echo>echo {i}</echo>"))
+                .await
+                .unwrap();
+            match tokio::time::timeout(Duration::from_secs(10), client.receive()).await {
+                Ok(Ok(agentserver::client::Received::Text(answer))) => {
+                    assert!(answer.contains(&format!("echo {i}")), "{answer}")
+                }
+                other => panic!("expected an echo, got {other:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+    });
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the server did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The checkpoint entries `audit checkpoints` lists.
+fn checkpoint_entries(config: &str) -> Vec<u64> {
+    let listed = run(&["audit", "checkpoints", "--config", config]);
+    assert!(listed.status.success(), "{listed:?}");
+    text(&listed.stdout)
+        .lines()
+        .map(|line| line[1..line.find(' ').unwrap()].parse().unwrap())
+        .collect()
+}
+
+/// Exports the whole log of `config` to `path` and has both verifiers
+/// check it; returns their (agreeing) summary.
+fn export_and_verify(config: &str, path: &Path, owner: &Path) -> String {
+    let output = run(&[
+        "audit",
+        "export",
+        "--config",
+        config,
+        "--out",
+        path.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let (rust, python) = verify_both(path, owner);
+    let rust = rust.expect("the Rust verifier accepts the export");
+    assert_eq!(python.as_deref(), Ok(rust.as_str()), "both verifiers agree");
+    rust
+}
+
+#[test]
+fn a_revoked_node_key_stops_vouching_while_what_it_signed_before_stays_checkable() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let output = run(&["identity", "generate", "--out", root.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    let users = root.join("users.toml");
+    let secret = agentserver::auth::add_user(&users, "alice", &["echo".into()]).unwrap();
+    std::fs::write(
+        root.join("alice.secret"),
+        agentserver::auth::encode_base32(&secret),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("organism.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\nidentity = \"identity.pub\"\nmax_instances = 8\n\
+             [storage]\nbackend = \"sqlite\"\n\
+             [audit]\ncheckpoint_entries = 6\ncheckpoint_seconds = 1\n\
+             [[agent]]\nname = \"echo\"\ncomponent = {:?}\nlistens = [\"echo\"]\n",
+            agents_dir().join("echo.wasm").display().to_string()
+        ),
+    )
+    .unwrap();
+    let config = root.join("organism.toml");
+    let config = config.to_str().unwrap();
+    let owner = root.join("identity.pub");
+    let data = root.join("data");
+    let node = |args: &str| {
+        let output = run(&["identity", "node", "--data-dir", data.to_str().unwrap()]);
+        assert!(output.status.success(), "{output:?}");
+        apply_offline(root, &format!("{args} --node-key \"$DIR/data/node.pub\""));
+    };
+
+    // The first node key, certified; traffic it signs checkpoints for.
+    node("node-certificate --days 2");
+    traffic(root, 4);
+    let before = checkpoint_entries(config);
+    let vouched = *before.last().unwrap();
+    let summary = export_and_verify(config, &root.join("first.export"), &owner);
+    assert!(
+        summary.starts_with(&format!("entries 1 to {vouched} verified")),
+        "{summary}"
+    );
+
+    // The owner revokes it, a second after its last checkpoint (the
+    // revocation counts from its whole second).
+    std::thread::sleep(Duration::from_millis(1_100));
+    node("node-revoke --reason rotated");
+    // Started again with the revoked key, the server signs no checkpoint.
+    traffic(root, 4);
+    let after = checkpoint_entries(config);
+    assert!(
+        after.len() <= before.len() + 1,
+        "at most the offline apply's closing checkpoint, made with the key just revoked: \
+         {before:?} then {after:?}"
+    );
+    // The export carries the revocation and ends at the last checkpoint
+    // that vouches; what the key signed before stays checkable.
+    let revoked = root.join("revoked.export");
+    let summary = export_and_verify(config, &revoked, &owner);
+    assert!(
+        summary.starts_with(&format!("entries 1 to {vouched} verified")),
+        "{summary}"
+    );
+    assert!(text(&std::fs::read(&revoked).unwrap()).contains("\nrevocation "));
+
+    // A new node key, certified: its checkpoints cover everything since,
+    // the revoked key's void ones included.
+    std::fs::rename(data.join("node.key"), root.join("revoked-node.key")).unwrap();
+    std::fs::rename(data.join("node.pub"), root.join("revoked-node.pub")).unwrap();
+    node("node-certificate --days 2");
+    traffic(root, 2);
+    let last = *checkpoint_entries(config).last().unwrap();
+    assert!(last > vouched);
+    let summary = export_and_verify(config, &root.join("renewed.export"), &owner);
+    assert!(
+        summary.starts_with(&format!("entries 1 to {last} verified")),
+        "{summary}"
+    );
+}

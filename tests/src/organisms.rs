@@ -5,7 +5,7 @@
 use crate::{recv_until, TestServer};
 use agentserver::client::Client;
 use agentserver::commit::{key_id, CertificateRequest, NodeKey, Purpose};
-use agentserver::federation::LinkRequest;
+use agentserver::federation::{LinkRequest, PeerTls};
 use agentserver::privileged::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -40,12 +40,20 @@ pub fn certificate(server: &TestServer, purposes: Vec<Purpose>, days: u64) -> Co
     })
 }
 
-/// A `federation-link` to `peer` (unsigned).
+/// A `federation-link` to `peer` (unsigned), pinning its TLS certificate's
+/// fingerprint.
 pub fn link(peer: &TestServer, send: &[&str], accept: &[&str]) -> Command {
+    let tls = PeerTls::Fingerprint(peer.server().fingerprint().to_owned());
+    link_pinned(peer, tls, send, accept)
+}
+
+/// A `federation-link` to `peer` (unsigned), pinning its TLS certificate
+/// as `tls` says.
+pub fn link_pinned(peer: &TestServer, tls: PeerTls, send: &[&str], accept: &[&str]) -> Command {
     Command::Link(LinkRequest {
         peer_key: peer.key.verifying_key(),
         address: peer.url(),
-        tls_fingerprint: peer.server().fingerprint().to_owned(),
+        tls,
         send: send.iter().map(|t| t.to_string()).collect(),
         accept: accept.iter().map(|t| t.to_string()).collect(),
     })

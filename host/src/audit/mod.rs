@@ -205,8 +205,15 @@ impl Chain {
     }
 
     /// When a checkpoint is next due by time, if one is.
+    /// The signer, while it may still sign.
+    fn signer(&self) -> Option<&CheckpointSigner> {
+        self.checkpoints
+            .as_ref()
+            .filter(|signer| !signer.stopped.load(Ordering::Acquire))
+    }
+
     fn checkpoint_deadline(&self) -> Option<Instant> {
-        let signer = self.checkpoints.as_ref()?;
+        let signer = self.signer()?;
         if signer.every.is_zero() {
             return None;
         }
@@ -216,7 +223,7 @@ impl Chain {
     /// A checkpoint entry over everything linked so far, when one is due
     /// (or, with `closing`, whenever entries are not yet covered).
     fn checkpoint_if_due(&mut self, closing: bool) -> Option<StoredEntry> {
-        let signer = self.checkpoints.as_ref()?;
+        let signer = self.signer()?;
         if self.since_checkpoint == 0 {
             return None;
         }
@@ -266,6 +273,8 @@ pub struct AuditLog {
     /// Set while [`MAX_HELD`] entries wait for a failing store.
     backlogged: Arc<AtomicBool>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The checkpoint signer's key id and its stop, when there is one.
+    signer: Option<(String, Arc<AtomicBool>)>,
 }
 
 impl AuditLog {
@@ -289,6 +298,9 @@ impl AuditLog {
             Condvar::new(),
         ));
         let backlogged = Arc::new(AtomicBool::new(false));
+        let signer = checkpoints
+            .as_ref()
+            .map(|signer| (signer.key.key_id().to_owned(), Arc::clone(&signer.stopped)));
         let writer = {
             let shared = Arc::clone(&shared);
             let backlogged = Arc::clone(&backlogged);
@@ -308,7 +320,21 @@ impl AuditLog {
             shared,
             backlogged,
             writer: Mutex::new(Some(writer)),
+            signer,
         })
+    }
+
+    /// The key id of the node key that signs checkpoints, if one does.
+    pub fn checkpoint_key_id(&self) -> Option<&str> {
+        self.signer.as_ref().map(|(key_id, _)| key_id.as_str())
+    }
+
+    /// Signs no more checkpoints (the node key was revoked); entries are
+    /// still written and chained, for a checkpoint by a new key to cover.
+    pub fn stop_checkpoints(&self) {
+        if let Some((_, stopped)) = &self.signer {
+            stopped.store(true, Ordering::Release);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Pending> {

@@ -185,10 +185,14 @@ fn export(config: &Config, stores: &Stores, since: Option<u64>, out: &Path) -> a
     let file =
         std::fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
     let certificates = stores.structure.certificates()?;
+    let revocations = stores
+        .structure
+        .signed_records(crate::privileged::SignedKind::NodeRevocation)?;
     let mut writer = ExportWriter::new(
         BufWriter::new(file),
         &owner.fingerprint(),
         &certificates,
+        &revocations,
         anchor,
     )?;
     each_entry(stores.audit.as_ref(), anchor.0 + 1, |stored| {

@@ -11,7 +11,7 @@ use crate::capability::{
     AgentGrants, AllowedHost, BucketQuota, HttpGrant, SecretHeader, StorageGrant,
 };
 use crate::commit::{key_id, load_public_key, CertificateRequest, Purpose};
-use crate::federation::LinkRequest;
+use crate::federation::{LinkRequest, PeerTls};
 use crate::privileged::time::unix_seconds;
 use crate::privileged::{
     Command, ComponentSource, LimitChanges, OrganismKey, Registration, ShutdownMode,
@@ -230,8 +230,27 @@ enum Unsigned {
         #[arg(long, value_delimiter = ',', default_value = "audit")]
         purpose: Vec<String>,
     },
+    /// Revoke a node key (node-revoke): it signs nothing more for the
+    /// organism, whatever its certificates say; linked organisms learn it.
+    NodeRevoke {
+        /// The key's id: 16 hex digits (`agentserver identity node` prints
+        /// it), or a public key file (`node.pub`) to take it from.
+        #[arg(
+            long,
+            required_unless_present = "node_key",
+            conflicts_with = "node_key"
+        )]
+        key_id: Option<String>,
+        /// The node's public key (`node.pub`), instead of `--key-id`.
+        #[arg(long)]
+        node_key: Option<PathBuf>,
+        /// Why, for whoever reads the logs.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Link to another organism (federation-link); its owner must sign a
     /// link naming this organism too.
+    #[command(group(clap::ArgGroup::new("tls").required(true).args(["tls_fingerprint", "tls_ca"])))]
     FederationLink {
         /// The peer owner's public key (its `identity.pub`).
         #[arg(long)]
@@ -240,9 +259,14 @@ enum Unsigned {
         #[arg(long)]
         address: String,
         /// The SHA-256 fingerprint of the peer's TLS certificate (its
-        /// `agentserver run` prints it).
+        /// `agentserver run` prints it): that certificate and no other.
         #[arg(long)]
-        tls_fingerprint: String,
+        tls_fingerprint: Option<String>,
+        /// Instead of `--tls-fingerprint`: the CA certificate(s) that issue
+        /// the peer's TLS certificate (PEM); any certificate they issue for
+        /// the address's host is taken, so renewals need no new link.
+        #[arg(long, value_name = "FILE.pem")]
+        tls_ca: Option<PathBuf>,
         /// Tags that may go to the peer (comma-separated or repeated).
         #[arg(long, value_delimiter = ',')]
         send: Vec<String>,
@@ -334,20 +358,118 @@ pub fn run(args: &CommandArgs) -> anyhow::Result<()> {
                 not_after: now + days.saturating_mul(86_400),
             })
         }
+        Unsigned::NodeRevoke {
+            key_id: given,
+            node_key,
+            reason,
+        } => {
+            let key_id = match (given, node_key) {
+                (Some(id), _) => id.to_ascii_lowercase(),
+                (None, Some(path)) => key_id(&load_public_key(path)?),
+                (None, None) => anyhow::bail!("give --key-id or --node-key"),
+            };
+            Command::NodeRevoke(crate::commit::RevocationRequest {
+                key_id,
+                reason: reason.clone(),
+            })
+        }
         Unsigned::FederationLink {
             peer_key,
             address,
             tls_fingerprint,
+            tls_ca,
             send,
             accept,
         } => Command::Link(LinkRequest {
             peer_key: *OrganismKey::load(peer_key)?.verifying_key(),
             address: address.clone(),
-            tls_fingerprint: tls_fingerprint.clone(),
+            tls: match (tls_fingerprint, tls_ca) {
+                (Some(fingerprint), None) => {
+                    PeerTls::Fingerprint(fingerprint.to_ascii_lowercase().replace(':', ""))
+                }
+                (None, Some(path)) => PeerTls::Ca(load_cas(path)?),
+                _ => anyhow::bail!("give either --tls-fingerprint or --tls-ca"),
+            },
             send: send.clone(),
             accept: accept.clone(),
         }),
         Unsigned::FederationUnlink { peer } => Command::Unlink { peer: peer.clone() },
     };
     super::write_stdout(&command.to_unsigned_document())
+}
+
+/// The certificates in a PEM file, DER, for `--tls-ca`.
+fn load_cas(path: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    use rustls::pki_types::pem::PemObject as _;
+    let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let cas = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .map(|der| der.map(|der| der.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: not PEM certificates", path.display()))?;
+    anyhow::ensure!(
+        !cas.is_empty(),
+        "{}: no certificate (-----BEGIN CERTIFICATE-----) found",
+        path.display()
+    );
+    Ok(cas)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: CommandArgs,
+    }
+
+    #[test]
+    fn a_link_pins_the_peer_by_fingerprint_or_by_a_ca_file_not_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = |name: &str| {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let key = rcgen::KeyPair::generate().unwrap();
+            params.self_signed(&key).unwrap()
+        };
+        let (first, second) = (ca("CA one"), ca("CA two"));
+        let pem = dir.path().join("cas.pem");
+        std::fs::write(&pem, format!("{}{}", first.pem(), second.pem())).unwrap();
+        assert_eq!(
+            load_cas(&pem).unwrap(),
+            vec![first.der().to_vec(), second.der().to_vec()]
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        assert!(load_cas(&empty)
+            .unwrap_err()
+            .to_string()
+            .contains("no certificate"));
+
+        let parse = |pin: &[&str]| {
+            let mut argv = vec![
+                "command",
+                "federation-link",
+                "--peer-key",
+                "peer.pub",
+                "--address",
+                "wss://peer.example.net:8765/",
+                "--send",
+                "calculate",
+            ];
+            argv.extend_from_slice(pin);
+            Cli::try_parse_from(argv)
+        };
+        let fingerprint = "ab".repeat(32);
+        let ca_file = pem.to_str().unwrap();
+        assert!(parse(&["--tls-fingerprint", &fingerprint]).is_ok());
+        assert!(parse(&["--tls-ca", ca_file]).is_ok());
+        assert!(parse(&["--tls-fingerprint", &fingerprint, "--tls-ca", ca_file]).is_err());
+        assert!(parse(&[]).is_err());
+    }
 }

@@ -165,38 +165,11 @@ impl Certificate {
         record: &SignedRecord,
         owner: &VerifyingKey,
     ) -> Result<Certificate, CertificateError> {
-        let bad = || CertificateError::BadSignature {
-            id: record.id.clone(),
-        };
-        let signature: [u8; 64] = base64::engine::general_purpose::STANDARD
-            .decode(record.signature.as_bytes())
-            .ok()
-            .and_then(|bytes| bytes.try_into().ok())
-            .ok_or_else(bad)?;
-        owner
-            .verify_strict(
-                record.payload.as_bytes(),
-                &Signature::from_bytes(&signature),
-            )
-            .map_err(|_| bad())?;
         let invalid = |reason: &str| {
             CertificateError::Invalid(format!("certificate {}: {reason}", record.id))
         };
-        let canonical = canonicalize(record.payload.as_bytes(), &Limits::default(), &[])
-            .map_err(|e| invalid(&e.to_string()))?;
-        let payload = Element::parse(&canonical).map_err(|e| invalid(&e.to_string()))?;
-        let issued = payload
-            .attribute("issued")
-            .and_then(parse_instant)
-            .ok_or_else(|| invalid("its payload has no `issued`"))?;
-        if payload.attribute("id") != Some(record.id.as_str()) {
-            return Err(invalid("its payload has another id"));
-        }
-        let element = match payload.children.as_slice() {
-            [element] if element.name == "node-certificate" => element,
-            _ => return Err(invalid("its payload is not one <node-certificate>")),
-        };
-        let request = CertificateRequest::read(element).map_err(|e| invalid(&e.to_string()))?;
+        let (element, issued) = verified_command(record, owner, "node-certificate")?;
+        let request = CertificateRequest::read(&element).map_err(|e| invalid(&e.to_string()))?;
         Ok(Certificate {
             id: record.id.clone(),
             request,
@@ -210,6 +183,57 @@ impl Certificate {
             && time + CLOCK_SKEW.as_secs() >= self.issued
             && time <= self.request.not_after
     }
+}
+
+/// Checks `record`'s signature with the owner's key (strictly, over its
+/// exact bytes) and returns its one command element, which must be named
+/// `name`, with the payload's `issued` (Unix seconds).
+pub(super) fn verified_command(
+    record: &SignedRecord,
+    owner: &VerifyingKey,
+    name: &str,
+) -> Result<(Element, u64), CertificateError> {
+    let bad = || CertificateError::BadSignature {
+        id: record.id.clone(),
+    };
+    let signature: [u8; 64] = base64::engine::general_purpose::STANDARD
+        .decode(record.signature.as_bytes())
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(bad)?;
+    owner
+        .verify_strict(
+            record.payload.as_bytes(),
+            &Signature::from_bytes(&signature),
+        )
+        .map_err(|_| bad())?;
+    command_element(record, name)
+}
+
+/// `record`'s one command element, which must be named `name`, with the
+/// payload's `issued` (Unix seconds); the signature is not checked.
+pub(super) fn command_element(
+    record: &SignedRecord,
+    name: &str,
+) -> Result<(Element, u64), CertificateError> {
+    let invalid =
+        |reason: &str| CertificateError::Invalid(format!("{name} {}: {reason}", record.id));
+    let canonical = canonicalize(record.payload.as_bytes(), &Limits::default(), &[])
+        .map_err(|e| invalid(&e.to_string()))?;
+    let mut payload = Element::parse(&canonical).map_err(|e| invalid(&e.to_string()))?;
+    let issued = payload
+        .attribute("issued")
+        .and_then(parse_instant)
+        .ok_or_else(|| invalid("its payload has no `issued`"))?;
+    if payload.attribute("id") != Some(record.id.as_str()) {
+        return Err(invalid("its payload has another id"));
+    }
+    match payload.children.as_slice() {
+        [element] if element.name == name => {}
+        _ => return Err(invalid(&format!("its payload is not one <{name}>"))),
+    }
+    let element = payload.children.remove(0);
+    Ok((element, issued))
 }
 
 #[cfg(test)]

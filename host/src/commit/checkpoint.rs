@@ -172,6 +172,10 @@ pub struct CheckpointSigner {
     /// A checkpoint this long after the first entry it does not cover
     /// (zero: not by time).
     pub every: Duration,
+    /// Set once the key may no longer vouch for the log (the owner revoked
+    /// it): from then on no checkpoint is signed; entries are still
+    /// written and chained.
+    pub stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 //! owner OWNER-FINGERPRINT
 //! certificate ID SIGNATURE-BASE64 LENGTH
 //! <the signed payload's canonical bytes>
+//! revocation ID SIGNATURE-BASE64 LENGTH
+//! <the signed payload's canonical bytes>
 //! anchor SEQ HASH
 //! entry SEQ HASH LENGTH
 //! <the canonical entry>
@@ -21,11 +23,15 @@
 //! genesis hash for a log exported from its start, or what the first entry
 //! (then a checkpoint) vouches for. The last entry is always a checkpoint,
 //! so every entry is covered by a signature. A verifier recomputes the
-//! chain, checks each certificate with the owner's key and each checkpoint
-//! with a certified node key, and names the first thing that does not hold.
+//! chain, checks each certificate and revocation with the owner's key and
+//! each checkpoint with a certified node key, and names the first thing
+//! that does not hold. A checkpoint made at or after its key's revocation
+//! vouches for nothing: it counts as an ordinary entry, which a later
+//! checkpoint by another key must cover.
 
 use super::certificate::{Certificate, CertificateError, Purpose};
 use super::checkpoint::{Checkpoint, CheckpointError};
+use super::revocation::Revocation;
 use crate::audit::{chain, encode_hash, entry_attribute, entry_content, ChainError, StoredEntry};
 use crate::privileged::SignedRecord;
 use crate::privileged::VerifyingKey;
@@ -110,10 +116,14 @@ pub struct Verified {
     pub head: String,
 }
 
-/// Writes an export to `out`: the header, the certificates, the anchor,
-/// then entries as [`ExportWriter::entry`] gets them.
+/// Writes an export to `out`: the header, the certificates and
+/// revocations, the anchor, then entries as [`ExportWriter::entry`] gets
+/// them. A checkpoint made after its key's revocation is written as an
+/// ordinary entry: the file ends at the last checkpoint that vouches.
 pub struct ExportWriter<W: Write> {
     out: W,
+    /// The revocations written: checkpoints they void end nothing.
+    revoked: Vec<Revocation>,
     /// Entries since the last checkpoint, held until one covers them.
     held: Vec<StoredEntry>,
     written: u64,
@@ -121,30 +131,40 @@ pub struct ExportWriter<W: Write> {
 }
 
 impl<W: Write> ExportWriter<W> {
-    /// Starts an export of organism `owner` (its fingerprint) continuing
-    /// from `anchor` (`(0, GENESIS)` from the start of the log).
+    /// Starts an export of organism `owner` (its fingerprint), with its
+    /// node certificates and revocations, continuing from `anchor` (`(0,
+    /// GENESIS)` from the start of the log).
     pub fn new(
         mut out: W,
         owner: &str,
         certificates: &[SignedRecord],
+        revocations: &[SignedRecord],
         anchor: (u64, [u8; 32]),
     ) -> std::io::Result<ExportWriter<W>> {
         writeln!(out, "{EXPORT_HEADER}")?;
         writeln!(out, "owner {owner}")?;
-        for certificate in certificates {
+        let records = certificates
+            .iter()
+            .map(|record| ("certificate", record))
+            .chain(revocations.iter().map(|record| ("revocation", record)));
+        for (keyword, record) in records {
             writeln!(
                 out,
-                "certificate {} {} {}",
-                certificate.id,
-                certificate.signature,
-                certificate.payload.len()
+                "{keyword} {} {} {}",
+                record.id,
+                record.signature,
+                record.payload.len()
             )?;
-            out.write_all(certificate.payload.as_bytes())?;
+            out.write_all(record.payload.as_bytes())?;
             out.write_all(b"\n")?;
         }
         writeln!(out, "anchor {} {}", anchor.0, encode_hash(&anchor.1))?;
         Ok(ExportWriter {
             out,
+            revoked: revocations
+                .iter()
+                .filter_map(|record| Revocation::read_unverified(record).ok())
+                .collect(),
             held: Vec::new(),
             written: 0,
             last: None,
@@ -153,7 +173,7 @@ impl<W: Write> ExportWriter<W> {
 
     /// Adds the next entry; it reaches the file once a checkpoint follows.
     pub fn entry(&mut self, entry: StoredEntry) -> std::io::Result<()> {
-        let checkpoint = is_checkpoint(&entry.entry);
+        let checkpoint = is_checkpoint(&entry.entry) && !self.voided(&entry.entry);
         self.held.push(entry);
         if checkpoint {
             for entry in std::mem::take(&mut self.held) {
@@ -171,6 +191,18 @@ impl<W: Write> ExportWriter<W> {
             }
         }
         Ok(())
+    }
+
+    /// Whether a checkpoint entry was made at or after its key's
+    /// revocation (or cannot be read), so that it vouches for nothing.
+    fn voided(&self, entry: &str) -> bool {
+        let Some(Ok((checkpoint, _))) = entry_content(entry).map(Checkpoint::parse) else {
+            return true;
+        };
+        let seconds = checkpoint.time_ms / 1_000;
+        self.revoked
+            .iter()
+            .any(|r| r.revokes(&checkpoint.key_id, seconds))
     }
 
     /// Writes the `end` line; returns the entries written and the last
@@ -209,6 +241,7 @@ pub fn verify_export(input: impl BufRead, owner: &VerifyingKey) -> Result<Verifi
         });
     }
     let mut certificates = Vec::new();
+    let mut revocations = Vec::new();
     let anchor = loop {
         let line = reader.line()?.ok_or(ExportError::CutShort {
             after: "the certificates".into(),
@@ -227,6 +260,18 @@ pub fn verify_export(input: impl BufRead, owner: &VerifyingKey) -> Result<Verifi
                     owner,
                 )?);
             }
+            ["revocation", id, signature, length] => {
+                let length = reader.length(length)?;
+                let payload = reader.body(length, || format!("revocation {id}"))?;
+                revocations.push(Revocation::verify(
+                    &SignedRecord {
+                        id: (*id).to_owned(),
+                        payload,
+                        signature: (*signature).to_owned(),
+                    },
+                    owner,
+                )?);
+            }
             ["anchor", seq, hash] => {
                 let seq = reader.number(seq)?;
                 let hash = reader.hash(hash)?;
@@ -234,7 +279,9 @@ pub fn verify_export(input: impl BufRead, owner: &VerifyingKey) -> Result<Verifi
             }
             _ => {
                 return Err(reader.format(
-                    "expected `certificate ID SIGNATURE LENGTH` or `anchor SEQ HASH`".into(),
+                    "expected `certificate ID SIGNATURE LENGTH`, `revocation ID SIGNATURE \
+                     LENGTH` or `anchor SEQ HASH`"
+                        .into(),
                 ))
             }
         }
@@ -246,6 +293,8 @@ pub fn verify_export(input: impl BufRead, owner: &VerifyingKey) -> Result<Verifi
     let mut first = None;
     let mut checkpoints = 0;
     let mut last_checkpoint: Option<(u64, u64, String)> = None;
+    // The newest checkpoint refused for its key's revocation, and why.
+    let mut revoked_checkpoint: Option<(u64, String)> = None;
     loop {
         let after = || match first {
             None => "the anchor".to_owned(),
@@ -280,21 +329,38 @@ pub fn verify_export(input: impl BufRead, owner: &VerifyingKey) -> Result<Verifi
                 if encode_hash(&hash) != stored_hash {
                     return Err(ChainError::Broken { seq }.into());
                 }
-                if is_checkpoint(&entry) {
-                    let certificate = check_checkpoint(
+                let vouch = if is_checkpoint(&entry) {
+                    check_checkpoint(
                         seq,
                         &entry,
                         (previous_seq, &previous),
                         &owner_fingerprint,
                         &certificates,
-                    )?;
-                    checkpoints += 1;
-                    last_checkpoint = Some((seq, certificate.0, certificate.1));
-                } else if first.is_none() && anchor.0 > 0 {
-                    return Err(ExportError::Unvouched(format!(
-                        "the anchor (entry {}) is not vouched for: entry {seq}, the first, is not a checkpoint",
-                        anchor.0
-                    )));
+                        &revocations,
+                    )?
+                } else {
+                    Vouch::Entry
+                };
+                match vouch {
+                    Vouch::Checkpoint(time_ms, certificate) => {
+                        checkpoints += 1;
+                        last_checkpoint = Some((seq, time_ms, certificate));
+                    }
+                    Vouch::Revoked(why) if first.is_none() && anchor.0 > 0 => {
+                        return Err(ExportError::Unvouched(format!(
+                            "the anchor (entry {}) is not vouched for: entry {seq}, the first, \
+                             is a checkpoint that vouches for nothing ({why})",
+                            anchor.0
+                        )));
+                    }
+                    Vouch::Revoked(why) => revoked_checkpoint = Some((seq, why)),
+                    Vouch::Entry if first.is_none() && anchor.0 > 0 => {
+                        return Err(ExportError::Unvouched(format!(
+                            "the anchor (entry {}) is not vouched for: entry {seq}, the first, is not a checkpoint",
+                            anchor.0
+                        )));
+                    }
+                    Vouch::Entry => {}
                 }
                 first.get_or_insert(seq);
                 previous_seq = seq;
@@ -311,14 +377,20 @@ pub fn verify_export(input: impl BufRead, owner: &VerifyingKey) -> Result<Verifi
                 if said != found {
                     return Err(ExportError::EndMismatch { said, found });
                 }
+                let refused = match &revoked_checkpoint {
+                    Some((seq, why)) => {
+                        format!(" (the checkpoint at entry {seq} vouches for nothing: {why})")
+                    }
+                    None => String::new(),
+                };
                 let Some((last_seq, time_ms, certificate)) = last_checkpoint else {
-                    return Err(ExportError::Unvouched(
-                        "the export holds no checkpoint".into(),
-                    ));
+                    return Err(ExportError::Unvouched(format!(
+                        "the export holds no checkpoint{refused}"
+                    )));
                 };
                 if last_seq != previous_seq {
                     return Err(ExportError::Unvouched(format!(
-                        "entries {} to {previous_seq} follow the last checkpoint (entry {last_seq}): no signature covers them",
+                        "entries {} to {previous_seq} follow the last checkpoint (entry {last_seq}): no signature covers them{refused}",
                         last_seq + 1
                     )));
                 }
@@ -343,15 +415,27 @@ pub fn verify_export(input: impl BufRead, owner: &VerifyingKey) -> Result<Verifi
     }
 }
 
-/// Checks the checkpoint in entry `seq`, which follows `previous`; returns
-/// its time and the id of the certificate that vouches for its key.
+/// What an entry vouches for.
+enum Vouch {
+    /// An ordinary entry: nothing.
+    Entry,
+    /// A checkpoint that holds: its time and the id of the certificate
+    /// that vouches for its key.
+    Checkpoint(u64, String),
+    /// A checkpoint made at or after its key's revocation: nothing, and
+    /// why.
+    Revoked(String),
+}
+
+/// Checks the checkpoint in entry `seq`, which follows `previous`.
 fn check_checkpoint(
     seq: u64,
     entry: &str,
     previous: (u64, &[u8; 32]),
     owner_fingerprint: &str,
     certificates: &[Certificate],
-) -> Result<(u64, String), ExportError> {
+    revocations: &[Revocation],
+) -> Result<Vouch, ExportError> {
     let fail = |reason: String| ExportError::Checkpoint { seq, reason };
     let content = entry_content(entry).ok_or_else(|| fail("the entry has no content".into()))?;
     let (checkpoint, signature) =
@@ -372,6 +456,18 @@ fn check_checkpoint(
         )));
     }
     let seconds = checkpoint.time_ms / 1_000;
+    if let Some(revocation) = revocations
+        .iter()
+        .find(|r| r.revokes(&checkpoint.key_id, seconds))
+    {
+        return Ok(Vouch::Revoked(format!(
+            "its key {} was revoked as of {} (revocation {}), before it was made at {}",
+            checkpoint.key_id,
+            crate::privileged::time::format_instant(revocation.issued),
+            revocation.id,
+            crate::privileged::time::format_instant(seconds)
+        )));
+    }
     let certificate = certificates
         .iter()
         .find(|c| c.request.key_id == checkpoint.key_id && c.covers(seconds, Purpose::Audit))
@@ -388,7 +484,10 @@ fn check_checkpoint(
             checkpoint.key_id
         )));
     }
-    Ok((checkpoint.time_ms, certificate.id.clone()))
+    Ok(Vouch::Checkpoint(
+        checkpoint.time_ms,
+        certificate.id.clone(),
+    ))
 }
 
 /// Reads an export's lines and bodies, counting lines.
@@ -527,6 +626,12 @@ mod tests {
     /// 20 messages, a checkpoint after every 6 entries and one on closing:
     /// checkpoints at entries 7, 14, 21 and 24.
     fn fixture() -> Fixture {
+        fixture_stopping(None)
+    }
+
+    /// [`fixture`], with checkpoints stopped (as on a revocation) after
+    /// message `stop`, when given.
+    fn fixture_stopping(stop: Option<usize>) -> Fixture {
         let owner = SigningKey::from_bytes(&[1; 32]);
         let node = NodeKey::from(SigningKey::from_bytes(&[2; 32]));
         let store = Arc::new(MemoryAuditStore::new(1_000));
@@ -538,6 +643,7 @@ mod tests {
                     organism: hex::encode(Sha256::digest(owner.verifying_key().as_bytes())),
                     every_entries: 6,
                     every: Duration::ZERO,
+                    stopped: Default::default(),
                 }),
             )
             .unwrap();
@@ -554,6 +660,9 @@ mod tests {
                 });
                 // One entry per batch, so that checkpoints fall where counted.
                 assert!(log.flush(Duration::from_secs(5)));
+                if stop == Some(i) {
+                    log.stop_checkpoints();
+                }
             }
         }
         let entries = store.audit_entries(1, 1_000).unwrap();
@@ -576,7 +685,7 @@ mod tests {
         };
         let mut out = Vec::new();
         let owner = hex::encode(Sha256::digest(fixture.owner.verifying_key().as_bytes()));
-        let mut writer = ExportWriter::new(&mut out, &owner, certificates, anchor).unwrap();
+        let mut writer = ExportWriter::new(&mut out, &owner, certificates, &[], anchor).unwrap();
         for entry in &fixture.entries[anchor.0 as usize..] {
             writer.entry(entry.clone()).unwrap();
         }
@@ -599,6 +708,19 @@ mod tests {
             .collect();
         assert_eq!(checkpoints, [7, 14, 21, 24]);
         assert_eq!(fixture.entries.len(), 24);
+    }
+
+    #[test]
+    fn a_stopped_signer_signs_no_more_but_the_chain_goes_on() {
+        let fixture = fixture_stopping(Some(9));
+        let checkpoints: Vec<u64> = fixture
+            .entries
+            .iter()
+            .filter(|e| is_checkpoint(&e.entry))
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(checkpoints, [7], "none after the stop, none on closing");
+        assert_eq!(fixture.entries.len(), 21, "every message is still written");
     }
 
     #[test]
@@ -708,5 +830,124 @@ mod tests {
         let mut trailing = good.clone();
         trailing.extend_from_slice(b"x");
         assert!(refuse(&trailing).contains("nothing may follow"));
+    }
+
+    /// The owner's signed `node-revoke` of `node`, issued at `issued`.
+    fn revocation(owner: &SigningKey, node: &NodeKey, issued: u64) -> SignedRecord {
+        let request = crate::commit::RevocationRequest {
+            key_id: node.key_id().to_owned(),
+            reason: Some("rotated".into()),
+        };
+        let document = format!("<payload>{}</payload>", request.to_xml());
+        let signed = sign(document.as_bytes(), owner, issued, Duration::from_secs(600)).unwrap();
+        let command = SignedCommand::read(signed.as_bytes(), 1 << 20).unwrap();
+        SignedRecord {
+            id: command.id.clone(),
+            payload: command.payload.as_str().to_owned(),
+            signature: base64::engine::general_purpose::STANDARD
+                .encode(command.signature.unwrap().to_bytes()),
+        }
+    }
+
+    #[test]
+    fn checkpoints_made_after_their_keys_revocation_vouch_for_nothing() {
+        let owner = SigningKey::from_bytes(&[1; 32]);
+        let old = NodeKey::from(SigningKey::from_bytes(&[2; 32]));
+        let new = NodeKey::from(SigningKey::from_bytes(&[4; 32]));
+        let organism = hex::encode(Sha256::digest(owner.verifying_key().as_bytes()));
+        let store = Arc::new(MemoryAuditStore::new(1_000));
+        // The old key signs the first run's checkpoints, the new key the
+        // second run's: checkpoints at 4, 8, 10 (closing), then 14, 18, 20.
+        for key in [&old, &new] {
+            let log = AuditLog::open(
+                store.clone(),
+                Some(CheckpointSigner {
+                    key: key.clone(),
+                    organism: organism.clone(),
+                    every_entries: 3,
+                    every: Duration::ZERO,
+                    stopped: Default::default(),
+                }),
+            )
+            .unwrap();
+            let session = SessionId::from_string("s");
+            for i in 0..8 {
+                log.record(AuditRecord {
+                    kind: AuditKind::Message,
+                    thread: None,
+                    session: &session,
+                    from: "user:alice",
+                    tag: "echo",
+                    depth: 0,
+                    canonical: &format!("<echo>{i}</echo>"),
+                });
+                assert!(log.flush(Duration::from_secs(5)));
+            }
+        }
+        let entries = store.audit_entries(1, 1_000).unwrap();
+        let certificates = [
+            certificate(&owner, &old, 4_000_000_000),
+            certificate(&owner, &new, 4_000_000_000),
+        ];
+        let write = |revocations: &[SignedRecord]| -> (Vec<u8>, Option<(u64, u64)>) {
+            let mut out = Vec::new();
+            let mut writer = ExportWriter::new(
+                &mut out,
+                &organism,
+                &certificates,
+                revocations,
+                (0, crate::audit::GENESIS),
+            )
+            .unwrap();
+            for entry in &entries {
+                writer.entry(entry.clone()).unwrap();
+            }
+            let ended = writer.finish().unwrap();
+            (out, ended)
+        };
+        let export = |revocations: &[SignedRecord]| write(revocations).0;
+        let check = |bytes: &[u8]| verify_export(bytes, &owner.verifying_key());
+        let all = check(&export(&[])).unwrap();
+        assert_eq!(all.last, entries.len() as u64);
+
+        // Revoked after its checkpoints were made: they stand.
+        let now = crate::privileged::time::unix_seconds(SystemTime::now());
+        let later = revocation(&owner, &old, now + 3_600);
+        assert_eq!(check(&export(std::slice::from_ref(&later))).unwrap(), all);
+
+        // Revoked before: the old key's checkpoints vouch for nothing, and
+        // the new key's cover the whole chain.
+        let earlier = revocation(&owner, &old, now - 3_600);
+        let verified = check(&export(std::slice::from_ref(&earlier))).unwrap();
+        assert_eq!(verified.last, all.last);
+        assert!(verified.checkpoints < all.checkpoints);
+        assert!(verified.checkpoints > 0);
+
+        // Both keys revoked: the writer finds no checkpoint that vouches,
+        // and a file claiming one is refused.
+        let newer = revocation(&owner, &new, now - 3_600);
+        let both = [earlier.clone(), newer.clone()];
+        assert_eq!(write(&both).1, None);
+        let text = String::from_utf8(export(std::slice::from_ref(&earlier))).unwrap();
+        let record = format!(
+            "revocation {} {} {}\n{}\n",
+            newer.id,
+            newer.signature,
+            newer.payload.len(),
+            newer.payload
+        );
+        let claimed = text.replacen("anchor ", &format!("{record}anchor "), 1);
+        let error = check(claimed.as_bytes()).unwrap_err().to_string();
+        assert!(error.contains("vouches for nothing"), "{error}");
+        assert!(error.contains("was revoked as of"), "{error}");
+
+        // A revocation the owner did not sign is refused.
+        let stranger = SigningKey::from_bytes(&[3; 32]);
+        let forged = revocation(&stranger, &new, now - 3_600);
+        let error = check(&export(&[forged])).unwrap_err().to_string();
+        assert!(
+            error.contains("owner's signature does not verify"),
+            "{error}"
+        );
     }
 }

@@ -6,6 +6,9 @@
 //! - [`CertificateRequest`], [`Certificate`]: the owner's signed
 //!   `node-certificate` command, which lets a node key sign for the
 //!   organism — for some purposes, until some time.
+//! - [`RevocationRequest`], [`Revocation`]: the owner's signed
+//!   `node-revoke` command, which ends a node key's say from an instant
+//!   on, whatever its certificates say.
 //! - [`Checkpoint`]: the audit writer's signed statement of the log's
 //!   count and head hash, written into the log itself every N entries or
 //!   T seconds ([`CheckpointSigner`]).
@@ -18,6 +21,7 @@ mod certificate;
 mod checkpoint;
 mod export;
 mod node_key;
+mod revocation;
 
 pub use certificate::{Certificate, CertificateError, CertificateRequest, Purpose};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointSigner, CHECKPOINT_TAG};
@@ -25,3 +29,4 @@ pub use export::{
     is_checkpoint, verify_export, ExportError, ExportWriter, Verified, EXPORT_HEADER,
 };
 pub use node_key::{key_id, load_public_key, NodeKey, NODE_KEY_FILE, NODE_PUBLIC_KEY_FILE};
+pub use revocation::{Revocation, RevocationRequest, MAX_REASON_CHARS};

@@ -1,18 +1,25 @@
 //! The gateway: this organism's side of a link that sends. It listens here
 //! to the link's `send` tags, and keeps one WSS connection to the peer,
 //! over which it signs and sends each message and receives the answers.
+//! That connection takes only the TLS certificate the link pins
+//! ([`super::PeerTls`]): the one with its fingerprint, or one its CA issued
+//! for the address's host, checked against that CA alone.
 //!
 //! The connection is made when the link comes into force and made again
 //! (after 1 s, doubling to 30 s) whenever it drops. A message waits for
 //! the connection at most [`QUEUE_WAIT`]; past it, or when
 //! [`QUEUE_CAPACITY`] messages already wait (queued or held while the link
-//! is down), its thread gets `agent-failed` with the reason. Answers are taken only for threads that sent over this link
-//! (the newest [`MAX_THREADS`] of them).
+//! is down), its thread gets `agent-failed` with the reason. Answers are
+//! taken only for threads that sent over this link (the newest
+//! [`MAX_THREADS`] of them). Right after the handshake, and whenever the
+//! owner revokes a node key, the connection carries this owner's
+//! revocations to the peer; the peer's come back on it too, and once the
+//! peer's key is revoked the connection closes.
 
-use super::wire::{Greeting, Role};
-use super::{now_ms, Federation, Link, LinkCounters, PeerKey};
+use super::wire::{Frame, Greeting, Role};
+use super::{now_ms, Federation, Link, LinkCounters, PeerKey, RevocationFeed};
 use crate::bus::{RemoteDelivery, RemoteTarget, ThreadHandle};
-use crate::client::{Client, Received, Trust};
+use crate::client::{Client, Received};
 use crate::xml::Tag;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -219,7 +226,7 @@ async fn run(
 /// Connects to the peer and completes the handshake.
 async fn connect(federation: &Federation, link: &Link) -> Result<(Client, PeerKey), String> {
     let (own, certificate) = federation.credentials()?;
-    let trust = Trust::Fingerprint(link.request.tls_fingerprint.clone());
+    let trust = link.request.tls.trust();
     let mut client = Client::connect(&link.request.address, &trust)
         .await
         .map_err(|e| e.to_string())?;
@@ -256,7 +263,7 @@ async fn connect(federation: &Federation, link: &Link) -> Result<(Client, PeerKe
 
 /// One connection to the peer, after the handshake.
 struct Connection<'a> {
-    federation: &'a Federation,
+    federation: &'a Arc<Federation>,
     link: &'a Link,
     gateway: &'a Gateway,
     peer_key: &'a PeerKey,
@@ -273,6 +280,10 @@ impl Connection<'_> {
         closed: &mut watch::Receiver<bool>,
     ) {
         let peer = &self.gateway.peer;
+        let mut feed = self.federation.revocation_feed();
+        if !self.push_revocations(&mut client, &mut feed).await {
+            return;
+        }
         while let Some((_, delivery)) = held.pop_front() {
             if !self.send(&mut client, delivery).await {
                 return;
@@ -296,7 +307,10 @@ impl Connection<'_> {
                 received = client.receive() => {
                     match received {
                         Ok(Received::Text(text)) => {
-                            answer(self.federation, self.link, self.gateway, self.peer_key, text.as_bytes());
+                            if !answer(self.federation, self.link, self.gateway, self.peer_key, text.as_bytes()) {
+                                let _ = client.close().await;
+                                return;
+                            }
                         }
                         Ok(Received::Closed(code, reason)) => {
                             tracing::warn!(%peer, code, %reason, "federation link closed by the peer");
@@ -308,12 +322,39 @@ impl Connection<'_> {
                         }
                     }
                 }
+                () = feed.changed() => {
+                    if !self.push_revocations(&mut client, &mut feed).await {
+                        return;
+                    }
+                    if let Some(reason) = self.federation.peer_key_revoked(peer, self.peer_key.key_id()) {
+                        self.federation.audit_refusal(peer, &format!("{reason}; the connection it authenticated is closed"));
+                        let _ = client.close().await;
+                        return;
+                    }
+                }
                 _ = closed.changed() => {
                     let _ = client.close().await;
                     return;
                 }
             }
         }
+    }
+
+    /// Sends this owner's revocations the peer has not had on this
+    /// connection; false (the connection closed) when sending failed or
+    /// this node's own key is revoked, which ends what it may sign.
+    async fn push_revocations(&self, client: &mut Client, feed: &mut RevocationFeed) -> bool {
+        if let Some(frame) = feed.pending() {
+            if client.send(&frame).await.is_err() {
+                return false;
+            }
+        }
+        if let Some(reason) = self.federation.own_key_revoked() {
+            tracing::warn!(peer = %self.gateway.peer, %reason, "federation link closed: this node's key is revoked");
+            let _ = client.close().await;
+            return false;
+        }
+        true
     }
 
     /// Signs and sends one message; false when the connection dropped (the
@@ -350,37 +391,66 @@ impl Connection<'_> {
     }
 }
 
-/// Takes one answer from the peer onto the thread it belongs to.
+/// Takes one frame from the peer: an answer onto the thread it belongs
+/// to, or the peer owner's revocations. False when the connection must
+/// close: the peer's key is revoked.
 fn answer(
     federation: &Federation,
     link: &Link,
     gateway: &Gateway,
     peer_key: &PeerKey,
     frame: &[u8],
-) {
+) -> bool {
     let peer = &gateway.peer;
-    let message = match federation.check_message(peer, peer_key, frame) {
+    let read = match federation.read_frame(frame) {
+        Ok(Frame::Message(message, signature, signed)) => (message, signature, signed),
+        Ok(Frame::Revocations(records)) => {
+            // Refusals are audited one by one; the connection stays.
+            let _ = federation.take_revocations(peer, &link.request.peer_key, records);
+            return match federation.peer_key_revoked(peer, peer_key.key_id()) {
+                Some(reason) => {
+                    federation.audit_refusal(
+                        peer,
+                        &format!("{reason}; the connection it authenticated is closed"),
+                    );
+                    false
+                }
+                None => true,
+            };
+        }
+        Err(reason) => {
+            federation.audit_refusal(peer, &reason);
+            return true;
+        }
+    };
+    let message = match federation.check_message(peer, peer_key, read) {
         Ok(message) => message,
-        Err(reason) => return federation.audit_refusal(peer, &reason),
+        Err(reason) => {
+            federation.audit_refusal(peer, &reason);
+            return true;
+        }
     };
     let Some(thread) = gateway.thread(&message.thread) else {
-        return federation.audit_refusal(
+        federation.audit_refusal(
             peer,
             &format!(
                 "an answer on thread {}, which sent nothing over this link",
                 message.thread
             ),
         );
+        return true;
     };
     let tag: &Tag = message.payload.tag();
     let listened = !federation.bus.table().listeners(tag).is_empty();
     if listened && !link.request.accept.iter().any(|t| t == tag.as_str()) {
-        return federation.audit_refusal(
+        federation.audit_refusal(
             peer,
             &format!("an answer <{tag}> that agents here listen to, outside the link's `accept`"),
         );
+        return true;
     }
     let from = format!("{peer}/{}", message.sender);
     gateway.counters.received(frame.len());
     thread.answer(&from, message.payload, message.hops);
+    true
 }

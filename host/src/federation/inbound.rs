@@ -3,10 +3,12 @@
 //! on a bus session of the link's own — allowed only the link's `accept`
 //! tags, its sender named `PEER-FINGERPRINT/sender` — on the local thread
 //! that stands for the peer's. What comes out of that session (answers,
-//! refusals) goes back signed, on the peer's thread.
+//! refusals) goes back signed, on the peer's thread. The peer's owner's
+//! revocations are taken too; once the key that authenticated the
+//! connection is revoked, the connection closes.
 
-use super::wire::{Greeting, Role};
-use super::{now_ms, Federation, LiveLink, PeerKey};
+use super::wire::{Frame, Greeting, Role};
+use super::{now_ms, Federation, LiveLink, PeerKey, RevocationFeed};
 use crate::bus::{Grants, Session, ThreadWorker};
 use crate::xml::{ingest, CanonicalXml, Envelope, Limits};
 use std::collections::{HashMap, VecDeque};
@@ -58,6 +60,15 @@ pub enum Taken {
     Answer(String),
     /// Dropped (and audited) for this reason.
     Dropped(String),
+    /// Refused (and audited) for its tag: send this signed
+    /// `<access-denied>` back on the sender's thread, and count it as a
+    /// refused frame.
+    Denied(String),
+    /// The peer owner's revocations, taken; nothing to answer.
+    Noted,
+    /// The key that authenticated the connection is revoked (audited):
+    /// close the connection.
+    Revoked(String),
     /// The peer's certificate has run out: close the connection, so that
     /// the peer connects again with a renewed one.
     Close(String),
@@ -156,9 +167,44 @@ impl Inbound {
         self.threads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The flood state shared by the link's inbound connections, made by
+    /// `make` when first asked for.
+    pub fn flood(
+        &self,
+        make: impl FnOnce() -> crate::server::FloodGuard,
+    ) -> Arc<Mutex<crate::server::FloodGuard>> {
+        self.live.inbound_flood(make)
+    }
+
+    /// A feed of this owner's revocations for the connection to push.
+    pub fn revocation_feed(&self) -> RevocationFeed {
+        self.federation.revocation_feed()
+    }
+
+    /// Why this node may no longer sign, if its own key is revoked.
+    pub fn own_key_revoked(&self) -> Option<String> {
+        self.federation.own_key_revoked()
+    }
+
+    /// Why the connection must close, if the peer's owner revoked the key
+    /// that authenticated it (audited).
+    pub fn revoked(&self) -> Option<String> {
+        let reason = self
+            .federation
+            .peer_key_revoked(&self.live.peer, self.peer_key.key_id())?;
+        self.federation.audit_refusal(
+            &self.live.peer,
+            &format!("{reason}; the connection it authenticated is closed"),
+        );
+        Some(reason)
+    }
+
     /// Checks one frame from the peer and puts it on the bus.
     pub fn take(&self, frame: &[u8]) -> Taken {
         let peer = &self.live.peer;
+        if let Some(reason) = self.revoked() {
+            return Taken::Revoked(reason);
+        }
         if !self.peer_key.is_current() {
             let reason = format!(
                 "the peer's certificate {} no longer covers `federation`; closing so that it \
@@ -168,7 +214,28 @@ impl Inbound {
             self.federation.audit_refusal(peer, &reason);
             return Taken::Close(reason);
         }
-        let message = match self.federation.check_message(peer, &self.peer_key, frame) {
+        let read = match self.federation.read_frame(frame) {
+            Ok(Frame::Message(message, signature, signed)) => (message, signature, signed),
+            Ok(Frame::Revocations(records)) => {
+                let taken = self.federation.take_revocations(
+                    peer,
+                    &self.live.link.request.peer_key,
+                    records,
+                );
+                if let Some(reason) = self.revoked() {
+                    return Taken::Revoked(reason);
+                }
+                return match taken {
+                    Ok(_) => Taken::Noted,
+                    Err(reason) => Taken::Dropped(reason),
+                };
+            }
+            Err(reason) => {
+                self.federation.audit_refusal(peer, &reason);
+                return Taken::Dropped(reason);
+            }
+        };
+        let message = match self.federation.check_message(peer, &self.peer_key, read) {
             Ok(message) => message,
             Err(reason) => {
                 self.federation.audit_refusal(peer, &reason);
@@ -176,12 +243,26 @@ impl Inbound {
             }
         };
         if !self.live.accepts(message.payload.tag()) {
-            let reason = format!(
-                "<{}> is not among the tags the link accepts",
-                message.payload.tag()
-            );
+            let tag = message.payload.tag().as_str().to_owned();
+            let reason = format!("<{tag}> is not among the tags the link accepts");
             self.federation.audit_refusal(peer, &reason);
-            return Taken::Dropped(reason);
+            // The sender's thread is told, as a user would be.
+            let mut denied = String::from("<access-denied tag=\"");
+            crate::xml::escape_attribute(&mut denied, &tag);
+            denied.push_str("\"></access-denied>");
+            let answer = crate::xml::canonicalize(denied.as_bytes(), &Limits::default(), &[])
+                .map_err(|e| e.to_string())
+                .and_then(|payload| {
+                    self.federation
+                        .sign(peer, &message.thread, "server", message.hops + 1, payload)
+                });
+            return match answer {
+                Ok(answer) => {
+                    self.live.counters.sent(answer.len());
+                    Taken::Denied(answer)
+                }
+                Err(_) => Taken::Dropped(reason),
+            };
         }
         let local = self.threads().by_peer.get(&message.thread).cloned();
         let from = format!("{peer}/{}", message.sender);

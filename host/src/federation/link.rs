@@ -3,14 +3,18 @@
 //!
 //! ```text
 //! <federation-link accept="weather" address="wss://peer.example.com/" peer-key="BASE64" send="calculate" tls-fingerprint="HEX64"/>
+//! <federation-link accept="weather" address="wss://peer.example.com/" peer-key="BASE64" send="calculate"><tls-ca>BASE64-DER</tls-ca></federation-link>
 //! ```
 //!
 //! `send` lists the tags this organism's messages may carry to the peer
 //! (its gateway listens to them here); `accept` the tags the peer may start
-//! threads with here. `tls-fingerprint` pins the peer's TLS certificate
-//! (SHA-256 of its DER, as `agentserver run` prints it). A link carries traffic only while the peer's
-//! owner has signed a link naming this organism too: each side shows the
-//! other its own link at the handshake.
+//! threads with here. The peer's TLS certificate is pinned one of two ways
+//! ([`PeerTls`]): `tls-fingerprint`, the SHA-256 of its DER (as
+//! `agentserver run` prints it), or one to [`MAX_CAS`] `<tls-ca>` children,
+//! each the base64 of a CA certificate's DER, that must have issued it for
+//! the address's host. A link carries traffic only while the peer's owner
+//! has signed a link naming this organism too: each side shows the other
+//! its own link at the handshake.
 
 use crate::privileged::time::parse_instant;
 use crate::privileged::{SignedRecord, VerifyingKey};
@@ -36,6 +40,113 @@ pub fn fingerprint(key: &VerifyingKey) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// CA certificates a link pins at most.
+pub const MAX_CAS: usize = 4;
+/// The DER bytes of a link's CA certificates at most, together: the link
+/// travels in the hello, which is at most 16 KiB.
+pub const MAX_CA_BYTES: usize = 6 << 10;
+
+/// How the gateway knows the peer's TLS certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerTls {
+    /// Exactly the certificate with this SHA-256 of its DER (64 lowercase
+    /// hex digits): a new certificate needs a new link.
+    Fingerprint(String),
+    /// Any certificate these CA certificates (DER) issued for the host of
+    /// the link's address, checked as browsers check (chain, validity,
+    /// name), with no other roots: a renewed certificate from the same CA
+    /// keeps working.
+    Ca(Vec<Vec<u8>>),
+}
+
+impl PeerTls {
+    /// How the gateway's client trusts the peer.
+    pub fn trust(&self) -> crate::client::Trust {
+        match self {
+            PeerTls::Fingerprint(fingerprint) => {
+                crate::client::Trust::Fingerprint(fingerprint.clone())
+            }
+            PeerTls::Ca(roots) => crate::client::Trust::Ca(
+                roots
+                    .iter()
+                    .map(|der| rustls::pki_types::CertificateDer::from(der.clone()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Reads `tls-fingerprint` or the `<tls-ca>` children: exactly one of
+    /// the two.
+    fn read(element: &Element) -> Result<PeerTls, LinkError> {
+        if let Some(other) = element.children.iter().find(|c| c.name != "tls-ca") {
+            return Err(invalid(format!(
+                "<federation-link> holds only <tls-ca> elements, not <{}>",
+                other.name
+            )));
+        }
+        let fingerprint = element.attribute("tls-fingerprint");
+        match (fingerprint, element.children.is_empty()) {
+            (Some(_), false) => Err(invalid(
+                "give either `tls-fingerprint` or <tls-ca>, not both: the peer's TLS certificate \
+                 is pinned one way",
+            )),
+            (None, true) => Err(invalid(
+                "pin the peer's TLS certificate: `tls-fingerprint` (the SHA-256 that \
+                 `agentserver run` prints) or <tls-ca> (the base64 DER of the CA that issues it)",
+            )),
+            (Some(fingerprint), true) => {
+                let fingerprint = fingerprint.to_ascii_lowercase().replace(':', "");
+                if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(invalid(
+                        "`tls-fingerprint` must be the SHA-256 of the peer's TLS certificate, 64 hex \
+                         digits (`agentserver run` prints it)",
+                    ));
+                }
+                Ok(PeerTls::Fingerprint(fingerprint))
+            }
+            (None, false) => {
+                if element.children.len() > MAX_CAS {
+                    return Err(invalid(format!(
+                        "a link pins at most {MAX_CAS} <tls-ca> certificates"
+                    )));
+                }
+                let mut roots: Vec<Vec<u8>> = Vec::new();
+                for (n, ca) in element.children.iter().enumerate() {
+                    let n = n + 1;
+                    let text: String = ca
+                        .text
+                        .chars()
+                        .filter(|c| !c.is_ascii_whitespace())
+                        .collect();
+                    let der = base64::engine::general_purpose::STANDARD
+                        .decode(text.as_bytes())
+                        .map_err(|_| {
+                            invalid(format!(
+                                "<tls-ca> {n} must be the base64 of a certificate's DER bytes"
+                            ))
+                        })?;
+                    rustls::RootCertStore::empty()
+                        .add(rustls::pki_types::CertificateDer::from(der.as_slice()))
+                        .map_err(|e| {
+                            invalid(format!("<tls-ca> {n} is not a usable certificate: {e}"))
+                        })?;
+                    if !roots.contains(&der) {
+                        roots.push(der);
+                    }
+                }
+                if roots.iter().map(Vec::len).sum::<usize>() > MAX_CA_BYTES {
+                    return Err(invalid(format!(
+                        "the <tls-ca> certificates are more than {} KiB together; the link \
+                         travels in the 16 KiB hello",
+                        MAX_CA_BYTES >> 10
+                    )));
+                }
+                Ok(PeerTls::Ca(roots))
+            }
+        }
+    }
+}
+
 /// The body of a `federation-link` command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkRequest {
@@ -43,8 +154,8 @@ pub struct LinkRequest {
     pub peer_key: VerifyingKey,
     /// `wss://host:port/` of the peer's port.
     pub address: String,
-    /// The peer's TLS certificate fingerprint (SHA-256 of its DER, hex).
-    pub tls_fingerprint: String,
+    /// How the peer's TLS certificate is pinned.
+    pub tls: PeerTls,
     /// Tags that may go to the peer.
     pub send: Vec<String>,
     /// Tags the peer may start threads with here.
@@ -75,17 +186,7 @@ impl LinkRequest {
                 "`address` must be the peer's wss:// URL (TLS is mandatory)",
             ));
         }
-        let tls_fingerprint = element
-            .attribute("tls-fingerprint")
-            .unwrap_or_default()
-            .to_ascii_lowercase()
-            .replace(':', "");
-        if tls_fingerprint.len() != 64 || !tls_fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(invalid(
-                "`tls-fingerprint` must be the SHA-256 of the peer's TLS certificate, 64 hex digits \
-                 (`agentserver run` prints it)",
-            ));
-        }
+        let tls = PeerTls::read(element)?;
         let tags = |name: &str| -> Result<Vec<String>, LinkError> {
             let mut tags: Vec<String> = Vec::new();
             for text in element
@@ -116,7 +217,7 @@ impl LinkRequest {
         Ok(LinkRequest {
             peer_key,
             address: address.to_owned(),
-            tls_fingerprint,
+            tls,
             send,
             accept,
         })
@@ -134,7 +235,22 @@ impl LinkRequest {
             base64::engine::general_purpose::STANDARD.encode(self.peer_key.as_bytes())
         );
         escape_attribute(&mut out, &self.send.join(" "));
-        let _ = write!(out, "\" tls-fingerprint=\"{}\"/>", self.tls_fingerprint);
+        match &self.tls {
+            PeerTls::Fingerprint(fingerprint) => {
+                let _ = write!(out, "\" tls-fingerprint=\"{fingerprint}\"/>");
+            }
+            PeerTls::Ca(roots) => {
+                out.push_str("\">");
+                for der in roots {
+                    let _ = write!(
+                        out,
+                        "<tls-ca>{}</tls-ca>",
+                        base64::engine::general_purpose::STANDARD.encode(der)
+                    );
+                }
+                out.push_str("</federation-link>");
+            }
+        }
         out
     }
 }
@@ -204,7 +320,7 @@ mod tests {
         let request = LinkRequest {
             peer_key: SigningKey::from_bytes(&[3; 32]).verifying_key(),
             address: "wss://127.0.0.1:9000/".into(),
-            tls_fingerprint: "ab".repeat(32),
+            tls: PeerTls::Fingerprint("ab".repeat(32)),
             send: vec!["calculate".into()],
             accept: vec!["echo".into(), "weather".into()],
         };
@@ -237,5 +353,121 @@ mod tests {
             .replace("accept=\"echo weather\"", "accept=\"\"");
         let canonical = canonicalize(nothing.as_bytes(), &Limits::default(), &[]).unwrap();
         assert!(LinkRequest::read(&Element::parse(&canonical).unwrap()).is_err());
+    }
+
+    /// A CA certificate's DER, made now.
+    fn ca_der(name: &str) -> Vec<u8> {
+        ca_der_naming(name, Vec::new())
+    }
+
+    /// A CA certificate's DER naming `hosts` too (which makes it bigger).
+    fn ca_der_naming(name: &str, hosts: Vec<String>) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(hosts).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    fn read_xml(xml: &str) -> Result<LinkRequest, LinkError> {
+        let canonical = canonicalize(xml.as_bytes(), &Limits::default(), &[]).unwrap();
+        LinkRequest::read(&Element::parse(&canonical).unwrap())
+    }
+
+    #[test]
+    fn a_link_pins_the_peer_by_fingerprint_or_by_ca_and_exactly_one_of_them() {
+        let (first, second) = (ca_der("CA one"), ca_der("CA two"));
+        let mut request = LinkRequest {
+            peer_key: SigningKey::from_bytes(&[3; 32]).verifying_key(),
+            address: "wss://peer.example.net:8765/".into(),
+            tls: PeerTls::Ca(vec![first.clone(), second.clone()]),
+            send: vec!["calculate".into()],
+            accept: Vec::new(),
+        };
+        let xml = request.to_xml();
+        let b64 = |der: &[u8]| base64::engine::general_purpose::STANDARD.encode(der);
+        assert_eq!(
+            xml,
+            format!(
+                "<federation-link accept=\"\" address=\"wss://peer.example.net:8765/\" peer-key=\"{}\" \
+                 send=\"calculate\"><tls-ca>{}</tls-ca><tls-ca>{}</tls-ca></federation-link>",
+                b64(request.peer_key.as_bytes()),
+                b64(&first),
+                b64(&second)
+            )
+        );
+        // What is written is already canonical, so it is signed as written.
+        let canonical = canonicalize(xml.as_bytes(), &Limits::default(), &[]).unwrap();
+        assert_eq!(canonical.as_str(), xml);
+        assert_eq!(read_xml(&xml).unwrap(), request);
+        // Base64 wrapped over lines, as a person might paste it, and the
+        // same CA twice, read as one.
+        let wrapped = b64(&first)
+            .as_bytes()
+            .chunks(64)
+            .map(|line| std::str::from_utf8(line).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let pasted = xml.replace(
+            &format!("<tls-ca>{}</tls-ca>", b64(&second)),
+            &format!("<tls-ca>\n{wrapped}\n</tls-ca>"),
+        );
+        assert_eq!(
+            read_xml(&pasted).unwrap().tls,
+            PeerTls::Ca(vec![first.clone()])
+        );
+        assert!(matches!(request.tls.trust(), crate::client::Trust::Ca(roots) if roots.len() == 2));
+
+        let fingerprint_xml = {
+            request.tls = PeerTls::Fingerprint("ab".repeat(32));
+            request.to_xml()
+        };
+        let ca = format!("<tls-ca>{}</tls-ca>", b64(&first));
+        let both = fingerprint_xml.replace("/>", &format!(">{ca}</federation-link>"));
+        let neither =
+            fingerprint_xml.replace(&format!(" tls-fingerprint=\"{}\"", "ab".repeat(32)), "");
+        let too_many = xml.replace(
+            "</federation-link>",
+            &format!("{}</federation-link>", ca.repeat(MAX_CAS)),
+        );
+        let hosts: Vec<String> = (0..40)
+            .map(|n| format!("{n}.{}.example", "x".repeat(50)))
+            .collect();
+        let big: String = (0..3)
+            .map(|n| {
+                format!(
+                    "<tls-ca>{}</tls-ca>",
+                    b64(&ca_der_naming(&format!("CA {n}"), hosts.clone()))
+                )
+            })
+            .collect();
+        for (xml, expected) in [
+            (both, "not both"),
+            (neither, "pin the peer's TLS certificate"),
+            (
+                fingerprint_xml.replace(&"ab".repeat(32), "abc"),
+                "64 hex digits",
+            ),
+            (
+                xml.replace(&b64(&first), "not base64!"),
+                "<tls-ca> 1 must be the base64",
+            ),
+            (
+                xml.replace(&b64(&second), &b64(b"a certificate, honest")),
+                "<tls-ca> 2 is not a usable certificate",
+            ),
+            (too_many, "at most 4 <tls-ca>"),
+            (
+                xml.replace("<tls-ca>", "<tls-root>")
+                    .replace("</tls-ca>", "</tls-root>"),
+                "only <tls-ca>",
+            ),
+            (xml.replace(&ca, &big), "more than 6 KiB together"),
+        ] {
+            let error = read_xml(&xml).unwrap_err();
+            assert!(error.0.contains(expected), "{xml}: {error}");
+        }
     }
 }

@@ -19,18 +19,24 @@
 //!   the answers back.
 //!
 //! Both sides check every message: the signature with the peer's certified
-//! node key (whose certificate must still be valid), origin and
-//! destination, a time window of [`CLOCK_SKEW`] either way, and an id used
-//! once. What is refused is audited with the reason and dropped; the
-//! connection stays.
+//! node key (whose certificate must still be valid, and which its owner
+//! must not have revoked), origin and destination, a time window of
+//! [`CLOCK_SKEW`] either way, and an id used once. What is refused is
+//! audited with the reason and dropped; the connection stays.
+//!
+//! Each side pushes its owner's node-key revocations ([`revocation`]) to
+//! the other on every connection; a revoked key is refused from the moment
+//! its revocation arrives, and the connections it authenticated close.
 
 mod gateway;
 mod inbound;
 mod link;
+mod revocation;
 pub mod wire;
 
 pub use inbound::{Inbound, Taken};
-pub use link::{fingerprint, Link, LinkError, LinkRequest};
+pub use link::{fingerprint, Link, LinkError, LinkRequest, PeerTls};
+pub use revocation::{RevocationFeed, MAX_PEER_REVOCATIONS};
 
 use crate::bus::{
     AgentName, AuditKind, AuditRecord, AuditSink, Bus, Listener, ListenerTarget, SessionId,
@@ -46,7 +52,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
-use wire::{Federated, ReadGreeting, Role};
+use wire::{Federated, Frame, ReadGreeting, Role};
 
 /// Message ids remembered per organism before old ones are pruned.
 const SEEN_PRUNE_AT: usize = 65_536;
@@ -117,12 +123,27 @@ pub(crate) struct LiveLink {
     listener: Option<AgentName>,
     gateway: Option<Arc<Gateway>>,
     closed: watch::Sender<bool>,
+    /// The flood state the link's inbound connections share, so that a
+    /// peer cannot multiply its allowance by opening more of them.
+    inbound_flood: std::sync::OnceLock<Arc<Mutex<crate::server::FloodGuard>>>,
 }
 
 impl LiveLink {
     /// Becomes true when the link is ended.
     pub(crate) fn closed(&self) -> watch::Receiver<bool> {
         self.closed.subscribe()
+    }
+
+    /// The flood state of the link's inbound connections, made by `make`
+    /// when first asked for.
+    pub(crate) fn inbound_flood(
+        &self,
+        make: impl FnOnce() -> crate::server::FloodGuard,
+    ) -> Arc<Mutex<crate::server::FloodGuard>> {
+        Arc::clone(
+            self.inbound_flood
+                .get_or_init(|| Arc::new(Mutex::new(make()))),
+        )
     }
 
     /// Whether the link lets the peer start threads with `tag` here.
@@ -146,6 +167,11 @@ impl PeerKey {
         self.certificate
             .covers(now_ms() / 1_000, Purpose::Federation)
     }
+
+    /// The key's id.
+    pub(crate) fn key_id(&self) -> &str {
+        &self.certificate.request.key_id
+    }
 }
 
 /// The organism's links and what checks their traffic.
@@ -157,6 +183,10 @@ pub struct Federation {
     links: Mutex<HashMap<String, Arc<LiveLink>>>,
     /// Message and hello ids seen, with when they may be forgotten (ms).
     seen: Mutex<HashMap<String, u64>>,
+    /// Node keys revoked, this owner's and linked peers' owners'.
+    revoked: Mutex<revocation::Revoked>,
+    /// Bumped whenever a revocation is applied or learned.
+    revocation_changes: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -198,6 +228,8 @@ impl Federation {
             audit,
             links: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(revocation::Revoked::default()),
+            revocation_changes: watch::channel(0).0,
         })
     }
 
@@ -211,9 +243,11 @@ impl Federation {
             .ok_or_else(|| "this organism has no identity, so it has no links".to_owned())
     }
 
-    /// Starts every link the store holds (after a restart).
+    /// Loads the revocations and starts every link the store holds (after
+    /// a restart).
     pub fn restore(self: &Arc<Self>) -> Result<usize, String> {
         let Ok(own) = self.own() else { return Ok(0) };
+        self.load_own_revocations()?;
         let records = self
             .store
             .signed_records(SignedKind::FederationLink)
@@ -281,6 +315,7 @@ impl Federation {
     fn start(self: &Arc<Self>, link: Link) -> Result<(), String> {
         let peer = link.request.peer();
         self.stop(&peer);
+        self.load_peer_revocations(&link)?;
         let (closed, _) = watch::channel(false);
         let counters = Arc::new(LinkCounters::default());
         let (listener, gateway) = if link.request.send.is_empty() {
@@ -314,6 +349,7 @@ impl Federation {
                 listener,
                 gateway,
                 closed,
+                inbound_flood: std::sync::OnceLock::new(),
             }),
         );
         Ok(())
@@ -365,6 +401,9 @@ impl Federation {
     /// organism on links now.
     fn credentials(&self) -> Result<(&Own, SignedRecord), String> {
         let own = self.own()?;
+        if let Some(reason) = self.own_key_revoked() {
+            return Err(format!("this node cannot sign: {reason}"));
+        }
         let now = now_ms() / 1_000;
         let records = self.store.certificates().map_err(|e| e.to_string())?;
         records
@@ -416,6 +455,9 @@ impl Federation {
         if certificate.request.key_id != greeting.key_id {
             return Err("the handshake is signed by a key its certificate does not name".into());
         }
+        if let Some(reason) = self.peer_key_revoked(&live.peer, &greeting.key_id) {
+            return Err(reason);
+        }
         if !certificate.covers(now / 1_000, Purpose::Federation) {
             return Err(format!(
                 "the peer's certificate {} does not cover `federation` now",
@@ -434,25 +476,33 @@ impl Federation {
         Ok(PeerKey { key, certificate })
     }
 
-    /// Checks one message from `peer` (key `peer_key`): signature,
-    /// certificate still valid, names, time and a fresh id.
-    fn check_message(
-        &self,
-        peer: &str,
-        peer_key: &PeerKey,
-        frame: &[u8],
-    ) -> Result<Federated, String> {
-        let own = self.own()?;
+    /// Reads one frame from a peer after the handshake: a message or
+    /// revocations, nothing checked yet.
+    fn read_frame(&self, frame: &[u8]) -> Result<Frame, String> {
         let limits = crate::xml::Limits {
             max_input_bytes: self.bus.config().xml.max_input_bytes + 4_096,
             ..self.bus.config().xml
         };
-        let (message, signature, signed) =
-            Federated::read(frame, &limits).map_err(|e| e.to_string())?;
+        Frame::read(frame, &limits).map_err(|e| e.to_string())
+    }
+
+    /// Checks one message from `peer` (key `peer_key`): signature, key not
+    /// revoked, certificate still valid, names, time and a fresh id.
+    fn check_message(
+        &self,
+        peer: &str,
+        peer_key: &PeerKey,
+        (message, signature, signed): (Box<Federated>, ed25519_dalek::Signature, String),
+    ) -> Result<Federated, String> {
+        let own = self.own()?;
+        let message = *message;
         if message.key_id != peer_key.certificate.request.key_id
             || !wire::signed_by(&peer_key.key, signed.as_bytes(), &signature)
         {
             return Err("the signature does not verify with the peer's certified key".into());
+        }
+        if let Some(reason) = self.peer_key_revoked(peer, peer_key.key_id()) {
+            return Err(reason);
         }
         let now = now_ms();
         if !peer_key
@@ -500,6 +550,9 @@ impl Federation {
         payload: crate::xml::CanonicalXml,
     ) -> Result<String, String> {
         let own = self.own()?;
+        if let Some(reason) = self.own_key_revoked() {
+            return Err(format!("this node cannot sign: {reason}"));
+        }
         Federated {
             origin: own.fingerprint.clone(),
             destination: peer.to_owned(),

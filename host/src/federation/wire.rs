@@ -31,6 +31,15 @@
 //! `thread` is always the thread on the side that started it; `hops` the
 //! agent deliveries behind the message. Nothing the receiver adds is
 //! inside what was signed.
+//!
+//! **Revocations.** Each side also sends its owner's `node-revoke`
+//! records, right after the handshake and whenever its owner signs a new
+//! one, as they are kept (the owner's signature covers them; no node key
+//! signs this frame):
+//!
+//! ```text
+//! <federation-revocations><revocation id="CMD-ID" signature="B64">B64-PAYLOAD</revocation>…</federation-revocations>
+//! ```
 
 use crate::privileged::{SignedRecord, SigningKey, VerifyingKey};
 use crate::xml::{
@@ -42,6 +51,8 @@ use thiserror::Error;
 
 /// The largest hello or welcome frame, bytes.
 pub const MAX_HELLO_BYTES: usize = 16 << 10;
+/// The most revocations one `<federation-revocations>` frame carries.
+pub const MAX_REVOCATIONS: usize = 256;
 
 /// A frame that is not what the link expects.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -79,6 +90,92 @@ fn is_token(text: &str) -> bool {
         && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// A kept record as it crosses: `<NAME id="…" signature="…">` and the
+/// base64 of its exact signed bytes.
+fn record_xml(name: &str, record: &SignedRecord) -> String {
+    let mut out = format!("<{name} id=\"");
+    escape_attribute(&mut out, &record.id);
+    out.push_str("\" signature=\"");
+    escape_attribute(&mut out, &record.signature);
+    out.push_str("\">");
+    out.push_str(&base64(record.payload.as_bytes()));
+    out.push_str(&format!("</{name}>"));
+    out
+}
+
+/// Reads a record written by [`record_xml`]; nothing is trusted yet.
+fn read_record(element: &Element) -> Result<SignedRecord, WireError> {
+    let name = &element.name;
+    let id = element.attribute("id").unwrap_or_default();
+    if !is_token(id) {
+        return Err(wire(format!("<{name}> has no usable `id`")));
+    }
+    Ok(SignedRecord {
+        id: id.to_owned(),
+        signature: element
+            .attribute("signature")
+            .unwrap_or_default()
+            .to_owned(),
+        payload: String::from_utf8(unbase64(&element.text)?)
+            .map_err(|_| wire(format!("<{name}> is not UTF-8")))?,
+    })
+}
+
+/// The `<federation-revocations>` frame carrying `records` (at most
+/// [`MAX_REVOCATIONS`] of them; the caller picks which).
+pub fn revocations_frame(records: &[SignedRecord]) -> String {
+    let mut out = String::from("<federation-revocations>");
+    for record in records {
+        out.push_str(&record_xml("revocation", record));
+    }
+    out.push_str("</federation-revocations>");
+    out
+}
+
+/// A frame after the handshake, as read; nothing is trusted yet.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    /// A `<federation-message>`: the message, its signature and the exact
+    /// bytes that signature covers.
+    Message(Box<Federated>, Signature, String),
+    /// A `<federation-revocations>`: the records it carries.
+    Revocations(Vec<SignedRecord>),
+}
+
+impl Frame {
+    /// Reads a frame within `limits`.
+    pub fn read(frame: &[u8], limits: &Limits) -> Result<Frame, WireError> {
+        let document =
+            canonicalize(frame, limits, &[]).map_err(|e| wire(format!("not well-formed: {e}")))?;
+        let root = Element::parse(&document).map_err(|e| wire(e.to_string()))?;
+        match root.name.as_str() {
+            "federation-revocations" => {
+                if root.children.is_empty() || root.children.len() > MAX_REVOCATIONS {
+                    return Err(wire(format!(
+                        "a <federation-revocations> holds 1 to {MAX_REVOCATIONS} <revocation>"
+                    )));
+                }
+                root.children
+                    .iter()
+                    .map(|element| {
+                        if element.name != "revocation" || !element.children.is_empty() {
+                            return Err(wire(
+                                "a <federation-revocations> holds only <revocation> records",
+                            ));
+                        }
+                        read_record(element)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Frame::Revocations)
+            }
+            _ => {
+                let (message, signature, signed) = Federated::read_root(frame, limits, &root)?;
+                Ok(Frame::Message(Box::new(message), signature, signed))
+            }
+        }
+    }
 }
 
 /// Which end of the handshake.
@@ -151,14 +248,6 @@ impl Greeting {
         link: &SignedRecord,
     ) -> String {
         let signature = base64(&key.sign(self.statement().as_bytes()).to_bytes());
-        let record = |name: &str, record: &SignedRecord| {
-            format!(
-                "<{name} id=\"{}\" signature=\"{}\">{}</{name}>",
-                record.id,
-                record.signature,
-                base64(record.payload.as_bytes())
-            )
-        };
         format!(
             "<federation-hello destination=\"{}\" key-id=\"{}\" nonce=\"{}\" origin=\"{}\" role=\"{}\" signature=\"{signature}\" time=\"{}\">{}{}</federation-hello>",
             self.destination,
@@ -167,8 +256,8 @@ impl Greeting {
             self.origin,
             self.role.name(),
             self.time_ms,
-            record("certificate", certificate),
-            record("link", link)
+            record_xml("certificate", certificate),
+            record_xml("link", link)
         )
     }
 
@@ -217,19 +306,7 @@ impl Greeting {
             let element = root
                 .only_child(name)
                 .ok_or_else(|| wire(format!("<federation-hello> needs one <{name}>")))?;
-            let id = element.attribute("id").unwrap_or_default();
-            if !is_token(id) {
-                return Err(wire(format!("<{name}> has no usable `id`")));
-            }
-            Ok(SignedRecord {
-                id: id.to_owned(),
-                signature: element
-                    .attribute("signature")
-                    .unwrap_or_default()
-                    .to_owned(),
-                payload: String::from_utf8(unbase64(&element.text)?)
-                    .map_err(|_| wire(format!("<{name}> is not UTF-8")))?,
-            })
+            read_record(element)
         };
         Ok(ReadGreeting {
             signature: signature(attribute("signature")?)?,
@@ -306,6 +383,15 @@ impl Federated {
         let document =
             canonicalize(frame, limits, &[]).map_err(|e| wire(format!("not well-formed: {e}")))?;
         let root = Element::parse(&document).map_err(|e| wire(e.to_string()))?;
+        Federated::read_root(frame, limits, &root)
+    }
+
+    /// [`Federated::read`] once the frame's tree is read.
+    fn read_root(
+        frame: &[u8],
+        limits: &Limits,
+        root: &Element,
+    ) -> Result<(Federated, Signature, String), WireError> {
         if root.name != "federation-message" {
             return Err(wire(format!(
                 "expected <federation-message>, got <{}>",
@@ -477,5 +563,30 @@ mod tests {
             signed.as_bytes(),
             &signature
         ));
+    }
+
+    #[test]
+    fn revocations_read_back_and_nothing_else_passes_for_them() {
+        let records = [record("r1"), record("r2")];
+        let frame = revocations_frame(&records);
+        match Frame::read(frame.as_bytes(), &Limits::default()).unwrap() {
+            Frame::Revocations(read) => assert_eq!(read, records),
+            other => panic!("expected revocations, got {other:?}"),
+        }
+        for bad in [
+            "<federation-revocations/>".to_owned(),
+            frame
+                .replace("<revocation ", "<certificate ")
+                .replace("</revocation>", "</certificate>"),
+            format!(
+                "<federation-revocations>{}</federation-revocations>",
+                "<revocation id=\"r\" signature=\"\">AA==</revocation>".repeat(MAX_REVOCATIONS + 1)
+            ),
+        ] {
+            assert!(
+                Frame::read(bad.as_bytes(), &Limits::default()).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use super::Refused;
 use crate::capability::AgentGrants;
-use crate::commit::CertificateRequest;
+use crate::commit::{CertificateRequest, RevocationRequest};
 use crate::federation::LinkRequest;
 use crate::runtime::{AgentLimits, ComponentHash};
 use crate::xml::Element;
@@ -204,7 +204,10 @@ pub enum Command {
     Shutdown(ShutdownMode),
     /// `node-certificate key-id="…" public-key="…" purpose="…" not-after="…"`.
     NodeCertificate(CertificateRequest),
-    /// `federation-link peer-key="…" address="…" tls-fingerprint="…" send="…" accept="…"`.
+    /// `node-revoke key-id="…" reason="…"`.
+    NodeRevoke(RevocationRequest),
+    /// `federation-link peer-key="…" address="…" tls-fingerprint="…" send="…" accept="…"`,
+    /// or with `<tls-ca>BASE64-DER</tls-ca>` children instead of `tls-fingerprint`.
     Link(LinkRequest),
     /// `federation-unlink peer="FINGERPRINT"`.
     Unlink {
@@ -270,6 +273,9 @@ impl Command {
             "node-certificate" => Command::NodeCertificate(
                 CertificateRequest::read(element).map_err(|e| Refused::Invalid(e.to_string()))?,
             ),
+            "node-revoke" => Command::NodeRevoke(
+                RevocationRequest::read(element).map_err(|e| Refused::Invalid(e.to_string()))?,
+            ),
             "federation-link" => Command::Link(
                 LinkRequest::read(element).map_err(|e| Refused::Invalid(e.to_string()))?,
             ),
@@ -280,7 +286,7 @@ impl Command {
                 return Err(Refused::Invalid(format!(
                     "<{other}> is not a command; the commands are agent-registration, \
                      agent-removal, agent-limits, user-grant, user-revoke, shutdown, \
-                     node-certificate, federation-link and federation-unlink"
+                     node-certificate, node-revoke, federation-link and federation-unlink"
                 )))
             }
         })
@@ -368,6 +374,7 @@ impl Command {
                 let _ = write!(out, "<shutdown mode=\"{mode}\"/>");
             }
             Command::NodeCertificate(request) => out.push_str(&request.to_xml()),
+            Command::NodeRevoke(request) => out.push_str(&request.to_xml()),
             Command::Link(request) => out.push_str(&request.to_xml()),
             Command::Unlink { peer } => {
                 let _ = write!(out, "<federation-unlink peer=\"{}\"/>", escape(peer));
@@ -517,6 +524,37 @@ mod tests {
                 ],
                 not_after: 1_900_000_000,
             }),
+            Command::NodeRevoke(RevocationRequest {
+                key_id: "0123456789abcdef".into(),
+                reason: None,
+            }),
+            Command::NodeRevoke(RevocationRequest {
+                key_id: "0123456789abcdef".into(),
+                reason: Some("the laptop <was> stolen".into()),
+            }),
+            Command::Link(LinkRequest {
+                peer_key: crate::privileged::SigningKey::from_bytes(&[6; 32]).verifying_key(),
+                address: "wss://peer.example.net:8765/".into(),
+                tls: crate::federation::PeerTls::Fingerprint("ab".repeat(32)),
+                send: vec!["calculate".into()],
+                accept: vec!["echo".into()],
+            }),
+            Command::Link(LinkRequest {
+                peer_key: crate::privileged::SigningKey::from_bytes(&[6; 32]).verifying_key(),
+                address: "wss://peer.example.net:8765/".into(),
+                tls: crate::federation::PeerTls::Ca(vec![rcgen::generate_simple_self_signed(
+                    vec!["peer.example.net".to_owned()],
+                )
+                .unwrap()
+                .cert
+                .der()
+                .to_vec()]),
+                send: Vec::new(),
+                accept: vec!["echo".into()],
+            }),
+            Command::Unlink {
+                peer: "ab".repeat(32),
+            },
         ];
         for command in commands {
             assert_eq!(round_trip(&command), command);
@@ -533,6 +571,11 @@ mod tests {
             ("<payload><agent-limits name=\"a\" fuel=\"-1\"/></payload>", "whole number"),
             ("<payload><agent-limits name=\"a\" fuel=\"0\"/></payload>", "above zero"),
             ("<payload><shutdown mode=\"now\"/></payload>", "graceful or immediate"),
+            ("<payload><node-revoke key-id=\"xyz\"/></payload>", "16 lowercase hex"),
+            (
+                "<payload><federation-link address=\"wss://p/\" peer-key=\"A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=\" send=\"t\"/></payload>",
+                "pin the peer's TLS certificate",
+            ),
             (
                 "<payload><agent-registration name=\"a\"><component sha256=\"00\"/></agent-registration></payload>",
                 "<listens",

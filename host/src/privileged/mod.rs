@@ -344,6 +344,10 @@ impl Privileged {
                 Ok(())
             }
             Command::NodeCertificate(request) => self.certify(signed, &request, now),
+            Command::NodeRevoke(_) => self
+                .federation
+                .apply_revocation(signed_record(signed)?)
+                .map_err(Refused::Conflict),
             Command::Link(_) => self
                 .federation
                 .apply_link(signed_record(signed)?)
@@ -364,6 +368,12 @@ impl Privileged {
             return Err(Refused::Invalid(format!(
                 "the certificate's `not-after` ({}) has passed",
                 time::format_instant(request.not_after)
+            )));
+        }
+        if let Some(reason) = self.federation.revoked_key(&request.key_id) {
+            return Err(Refused::Conflict(format!(
+                "key {} cannot be certified: {reason}",
+                request.key_id
             )));
         }
         self.store

@@ -1,7 +1,9 @@
 //! What structural change must remember: the privileged-command ids used
 //! (until they expire), the agents admitted at run time, with their
-//! components, and the node certificates the owner signed. Behind one trait so that persistent backends plug in; the
-//! in-memory one forgets everything with the process.
+//! components, the node certificates and revocations the owner signed, and
+//! the revocations linked peers' owners signed. Behind one trait so that
+//! persistent backends plug in; the in-memory one forgets everything with
+//! the process.
 
 use crate::runtime::AgentLimits;
 use std::collections::{BTreeMap, HashMap};
@@ -43,6 +45,12 @@ pub enum SignedKind {
     NodeCertificate,
     /// A `federation-link`, kept by the peer's fingerprint until unlinked.
     FederationLink,
+    /// A `node-revoke` this organism's owner signed, kept by the revoked
+    /// key's id and never deleted.
+    NodeRevocation,
+    /// A `node-revoke` a linked peer's owner signed, learned over the link,
+    /// kept by `PEER-FINGERPRINT/KEY-ID` and never deleted.
+    PeerRevocation,
 }
 
 impl SignedKind {
@@ -51,6 +59,8 @@ impl SignedKind {
         match self {
             SignedKind::NodeCertificate => "node-certificate",
             SignedKind::FederationLink => "federation-link",
+            SignedKind::NodeRevocation => "node-revocation",
+            SignedKind::PeerRevocation => "peer-revocation",
         }
     }
 }

@@ -540,11 +540,9 @@ fn open_stores(
         Some(audit) => (stores, audit, None),
         None => {
             let signer = match identity {
-                Some(identity) if config.checkpoints.is_enabled() => Some(checkpoint_signer(
-                    config,
-                    identity,
-                    stores.structure.as_ref(),
-                )?),
+                Some(identity) if config.checkpoints.is_enabled() => {
+                    checkpoint_signer(config, identity, stores.structure.as_ref())?
+                }
                 _ => None,
             };
             let log = Arc::new(
@@ -576,15 +574,33 @@ fn load_identity(config: &Config) -> Result<Option<Identity>, ServerError> {
 }
 
 /// When to sign checkpoints with the node key; says in the log whether a
-/// stored certificate vouches for the key now.
+/// stored certificate vouches for the key now. None (no checkpoints, and
+/// a warning) when the owner revoked the key: it vouches for nothing.
 fn checkpoint_signer(
     config: &Config,
     identity: &Identity,
     structure: &dyn StructureStore,
-) -> Result<CheckpointSigner, ServerError> {
+) -> Result<Option<CheckpointSigner>, ServerError> {
     let (owner, key) = (&identity.owner, identity.node.clone());
     let public = config.data_dir.join(NODE_PUBLIC_KEY_FILE);
     let now = crate::privileged::time::unix_seconds(std::time::SystemTime::now());
+    let revoked = structure
+        .signed_records(crate::privileged::SignedKind::NodeRevocation)
+        .map_err(ServerError::Store)?
+        .iter()
+        .filter_map(|record| crate::commit::Revocation::verify(record, owner.verifying_key()).ok())
+        .find(|revocation| revocation.request.key_id == key.key_id());
+    if let Some(revocation) = revoked {
+        tracing::warn!(
+            key_id = key.key_id(),
+            revoked = %crate::privileged::time::format_instant(revocation.issued),
+            command = revocation.id,
+            "the owner revoked this node's key: audit checkpoints are not signed; give the \
+             server a new node key (move {} away and restart) and certify that one",
+            config.data_dir.join(crate::commit::NODE_KEY_FILE).display()
+        );
+        return Ok(None);
+    }
     let certified = structure
         .certificates()
         .map_err(ServerError::Store)?
@@ -606,12 +622,13 @@ fn checkpoint_signer(
             public.display()
         ),
     }
-    Ok(CheckpointSigner {
+    Ok(Some(CheckpointSigner {
         key,
         organism: owner.fingerprint(),
         every_entries: config.checkpoints.every_entries,
         every: Duration::from_secs(config.checkpoints.every_seconds),
-    })
+        stopped: Default::default(),
+    }))
 }
 
 /// Applies a signed command to a stopped server's persistent state, as the
@@ -753,6 +770,9 @@ async fn start_inner(
     }
     spawn_sweeper(&state, shutdown_rx.clone());
     spawn_certificate_watch(&certificate, shutdown_rx.clone());
+    if let Some(log) = &audit_log {
+        spawn_revocation_watch(log, &state.federation, shutdown_rx.clone());
+    }
     let accept_loop = tokio::spawn(accept(listener, tls, Arc::clone(&state), shutdown_rx));
     Ok(RunningServer {
         address,
@@ -764,6 +784,33 @@ async fn start_inner(
         accept_loop,
         cluster,
     })
+}
+
+/// Stops the audit log's checkpoints as soon as the node key that signs
+/// them is revoked (applied here, or on another node of the cluster).
+fn spawn_revocation_watch(
+    log: &Arc<AuditLog>,
+    federation: &Arc<Federation>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(key_id) = log.checkpoint_key_id().map(str::to_owned) else {
+        return;
+    };
+    let (log, federation) = (Arc::clone(log), Arc::clone(federation));
+    tokio::spawn(async move {
+        let mut revocations = federation.revocation_feed();
+        loop {
+            if let Some(reason) = federation.revoked_key(&key_id) {
+                log.stop_checkpoints();
+                tracing::warn!(%key_id, %reason, "audit checkpoints stopped: this node's key is revoked");
+                return;
+            }
+            tokio::select! {
+                _ = revocations.changed() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
 }
 
 /// How often the certificate files are checked for a change.

@@ -20,6 +20,7 @@ pub const RESERVED_TAGS: &[&str] = &[
     "privileged-result",
     "federation-hello",
     "federation-message",
+    "federation-revocations",
 ];
 
 /// An element's expanded name: `local`, or `{namespace}local` (Clark
