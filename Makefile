@@ -3,6 +3,7 @@
 #   make run     build the host and the Rust agents and serve them; the Python,
 #                JavaScript, C and Go agents join while it runs
 #   make federation-demo  two organisms on loopback, linked by both owners
+#   make cluster three nodes of one organism on loopback, over NATS and Redis
 #   make test    build everything and run every check and test
 #   make bench   run the benchmarks (figures go in docs/benchmarks.md)
 #   make agents  build the example agents (Rust, Python, JavaScript, C, Go) into target/agents
@@ -28,7 +29,7 @@ AGENT_TOOLS   ?= yes
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL  := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all run federation-demo node20 test bench agents rust-agents agent-tools agent-tests build toolchain pydeps sysdeps lint fmt fuzz clean
+.PHONY: all run federation-demo cluster node20 test bench agents rust-agents agent-tools agent-tests build toolchain pydeps sysdeps lint fmt fuzz clean
 
 all: build agent-tools agents
 
@@ -135,6 +136,14 @@ run: build rust-agents
 ## once the answers are printed.
 federation-demo: build rust-agents
 	@AGENTSERVER=$(TARGET_DIR)/debug/agentserver AGENTS_DIR=$(AGENTS_DIR) bash deploy/federation-demo.sh
+
+## Three nodes of one organism on loopback, with a nats-server and a
+## redis-server of their own (docs/cluster.md); installs both from Debian
+## when missing (sysdeps). Serves until Ctrl-C; CLUSTER_ONCE=1 stops once
+## a message has crossed the three nodes.
+cluster: build rust-agents
+	@command -v nats-server >/dev/null && command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) nats-server redis-server; }
+	@AGENTSERVER=$(TARGET_DIR)/debug/agentserver AGENTS_DIR=$(AGENTS_DIR) bash deploy/cluster.sh
 
 ## The JavaScript client's tests need Node 20 or later (the platform
 ## WebSocket); Debian 12 ships Node 18. With an older node on PATH, Node 22
