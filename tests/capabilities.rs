@@ -75,6 +75,7 @@ async fn register_fetch(
         sha256: agentserver::runtime::ComponentHash::of(&bytes),
         component: agentserver::privileged::ComponentSource::Inline(bytes),
         limits,
+        nodes: Default::default(),
     });
     carrier
         .send(&server.sign(&register.to_unsigned_document()))

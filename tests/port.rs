@@ -2,7 +2,7 @@
 //! agents. docs/protocol.md sections 1, 3, 4, 5 and 6.
 
 use agentserver::client::Received;
-use agentserver_tests::{recv, recv_text, TestServer};
+use agentserver_tests::{recv, recv_text, thread_of, TestServer};
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -24,15 +24,6 @@ async fn server() -> TestServer {
         AGENTS,
     )
     .await
-}
-
-fn thread_of(frame: &str) -> String {
-    frame
-        .split("<thread>")
-        .nth(1)
-        .and_then(|rest| rest.split("</thread>").next())
-        .unwrap_or_else(|| panic!("no thread in {frame}"))
-        .to_owned()
 }
 
 #[tokio::test]

@@ -37,6 +37,7 @@ fn register(name: &str, component: &str, tag: &str) -> String {
         sha256: ComponentHash::of(&bytes),
         component: ComponentSource::Inline(bytes),
         limits: Default::default(),
+        nodes: Default::default(),
     })
     .to_unsigned_document()
 }
@@ -256,6 +257,7 @@ async fn refused_commands_change_nothing_and_say_why() {
         sha256: ComponentHash::of(b"something else"),
         component: ComponentSource::Inline(bytes),
         limits: Default::default(),
+        nodes: Default::default(),
     });
     assert_refused(
         &apply(&mut owner, &server.sign(&mismatched.to_unsigned_document())).await,
@@ -270,6 +272,7 @@ async fn refused_commands_change_nothing_and_say_why() {
         sha256: ComponentHash::of(&empty_component),
         component: ComponentSource::Inline(empty_component),
         limits: Default::default(),
+        nodes: Default::default(),
     });
     assert_refused(
         &apply(&mut owner, &server.sign(&foreign.to_unsigned_document())).await,
@@ -300,6 +303,7 @@ async fn refused_commands_change_nothing_and_say_why() {
         sha256: ComponentHash::of(b""),
         component: ComponentSource::File("../users.toml".into()),
         limits: Default::default(),
+        nodes: Default::default(),
     });
     assert_refused(
         &apply(&mut owner, &server.sign(&escape.to_unsigned_document())).await,

@@ -3,7 +3,7 @@
 //! frames, take-over, and ending from either side.
 
 use agentserver::client::{Client, Received};
-use agentserver_tests::{recv, recv_text, recv_until, TestServer};
+use agentserver_tests::{attribute, credentials, recv, recv_text, recv_until, resume, TestServer};
 use std::time::Duration;
 
 const AGENTS: &[agentserver_tests::AgentSpec<'static>] = &[
@@ -22,32 +22,6 @@ async fn server_with(extra: &str) -> TestServer {
         extra,
     )
     .await
-}
-
-/// The value of attribute `name` in the start tag of `frame`.
-fn attribute(frame: &str, name: &str) -> Option<String> {
-    let start_tag = &frame[..frame.find('>')?];
-    let needle = format!(" {name}=\"");
-    let at = start_tag.find(&needle)? + needle.len();
-    let rest = &start_tag[at..];
-    Some(rest[..rest.find('"')?].to_owned())
-}
-
-/// (session id, resume token) from a catalog.
-fn credentials(catalog: &str) -> (String, String) {
-    (
-        attribute(catalog, "session").expect("session id"),
-        attribute(catalog, "resume-token").expect("resume token"),
-    )
-}
-
-async fn resume(server: &TestServer, id: &str, token: &str) -> Client {
-    let mut client = server.connect().await;
-    client
-        .send(&format!("<resume-session id=\"{id}\" token=\"{token}\"/>"))
-        .await
-        .unwrap();
-    client
 }
 
 async fn assert_refused(mut client: Client) {

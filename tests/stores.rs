@@ -3,7 +3,7 @@
 
 use agentserver::audit::{canonical_entry, chain, AuditLog, StoredEntry, GENESIS};
 use agentserver::bus::{AuditKind, AuditRecord, AuditSink as _, SessionId, ThreadId};
-use agentserver::privileged::{AdmittedAgent, SignedKind, SignedRecord};
+use agentserver::privileged::{AdmittedAgent, Placement, SignedKind, SignedRecord};
 use agentserver::runtime::AgentLimits;
 use agentserver::store::{StorageConfig, Stores};
 use agentserver_tests::RedisServer;
@@ -57,6 +57,13 @@ fn agent(name: &str, fuel: u64) -> AdmittedAgent {
             ..AgentLimits::default()
         },
         component: vec![0, 97, 115, 109, 1, 2, 3],
+        // Every other agent placed on two nodes of a cluster, so that both
+        // placements travel through every backend.
+        nodes: if fuel.is_multiple_of(2) {
+            Placement::Nodes(vec!["b".into(), "c".into()])
+        } else {
+            Placement::All
+        },
     }
 }
 
@@ -387,4 +394,76 @@ fn redis_keeps_a_retried_audit_batch_once() {
     stores.audit.append_audit(&batch).unwrap();
     let verified = stores.audit.verify().unwrap().expect("an intact chain");
     assert_eq!(verified.count, 3);
+}
+
+#[test]
+fn redis_shares_sessions_between_nodes_and_lets_an_unrenewed_lease_run_out() {
+    use agentserver::session::{Rotation, SessionRecord};
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Stores::open(
+        &StorageConfig::Redis {
+            url: redis.url.clone(),
+            prefix: "leases".into(),
+        },
+        dir.path(),
+    )
+    .unwrap();
+    let (sessions, shared) = (
+        stores.sessions.unwrap(),
+        stores.shared_sessions.expect("redis shares sessions"),
+    );
+    let hash = |byte: u8| [byte; 32];
+    for id in ["kept", "orphan"] {
+        sessions
+            .save_session(&SessionRecord {
+                id: id.into(),
+                user: "alice".into(),
+                token_hash: hash(1),
+                timeout_secs: 60,
+            })
+            .unwrap();
+        shared.hold(id, "a").unwrap();
+    }
+    sessions.append_frame("orphan", 3, "<held/>").unwrap();
+    // A token rotates once, wherever it is shown; the rotating node holds
+    // the session from then on.
+    assert_eq!(
+        shared.rotate("kept", &hash(9), &hash(2), "b").unwrap(),
+        Rotation::BadToken
+    );
+    assert_eq!(
+        shared.rotate("kept", &hash(1), &hash(2), "b").unwrap(),
+        Rotation::Rotated
+    );
+    assert_eq!(
+        shared.rotate("kept", &hash(1), &hash(3), "c").unwrap(),
+        Rotation::BadToken
+    );
+    assert_eq!(
+        shared.rotate("nope", &hash(1), &hash(3), "c").unwrap(),
+        Rotation::Unknown
+    );
+    let held: Vec<String> = shared
+        .held_by("a")
+        .unwrap()
+        .into_iter()
+        .map(|(record, _)| record.id)
+        .collect();
+    assert_eq!(held, ["orphan"]);
+    // Only the holder forgets a session.
+    shared.forget_if_held("kept", "a").unwrap();
+    assert!(shared.load_session("kept").unwrap().is_some());
+    // A lease nobody renews runs out, frames and all.
+    let (_, frames) = shared.load_session("orphan").unwrap().unwrap();
+    assert_eq!(frames, [(3, "<held/>".to_owned())]);
+    shared.renew_leases(&[("orphan".into(), 1)]).unwrap();
+    std::thread::sleep(Duration::from_millis(2_100));
+    assert!(shared.load_session("orphan").unwrap().is_none());
+    assert!(shared.held_by("a").unwrap().is_empty());
+    assert_eq!(
+        sessions.load_sessions().unwrap().len(),
+        1,
+        "the set forgot it"
+    );
 }

@@ -38,6 +38,7 @@ pub fn signed_twin(server: &TestServer, dir: &Path) {
         sha256: ComponentHash::of(&bytes),
         component: ComponentSource::Inline(bytes),
         limits: Default::default(),
+        nodes: Default::default(),
     })
     .to_unsigned_document()
     .replacen("<payload", "<payload id=\"register-twin\"", 1);

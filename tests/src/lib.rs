@@ -176,6 +176,20 @@ pub async fn next_frame(session: &agentserver::bus::Session) -> String {
     }
 }
 
+/// `[[agent]]` tables for `agents`, as `organism.toml` lists boot agents.
+pub fn agent_tables(agents: &[AgentSpec<'_>]) -> String {
+    let mut tables = String::new();
+    for (name, component, tags) in agents {
+        let tags: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
+        tables.push_str(&format!(
+            "[[agent]]\nname = \"{name}\"\ncomponent = {:?}\nlistens = [{}]\ndescription = \"The {name} agent.\"\n",
+            agent_wasm(component).display().to_string(),
+            tags.join(", ")
+        ));
+    }
+    tables
+}
+
 /// A real server, in this process, on a free loopback port, over real TLS.
 pub struct TestServer {
     server: Option<agentserver::server::RunningServer>,
@@ -250,7 +264,14 @@ impl TestServer {
             let secret = agentserver::auth::add_user(&users_path, name, &allow).expect("add user");
             secrets.insert(name.to_string(), secret);
         }
-        agentserver::privileged::generate(dir.path(), false).expect("identity");
+        // A node joining another's organism brings its identity along.
+        if !dir
+            .path()
+            .join(agentserver::privileged::PRIVATE_KEY_FILE)
+            .exists()
+        {
+            agentserver::privileged::generate(dir.path(), false).expect("identity");
+        }
         let key = agentserver::privileged::load_signing_key(
             &dir.path().join(agentserver::privileged::PRIVATE_KEY_FILE),
         )
@@ -259,14 +280,7 @@ impl TestServer {
             "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nusers = \"users.toml\"\nidentity = \"identity.pub\"\nmax_instances = 64\ncompile_cache = {:?}\n{extra}\n",
             compile_cache().display().to_string()
         );
-        for (name, component, tags) in agents {
-            let tags: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
-            config.push_str(&format!(
-                "[[agent]]\nname = \"{name}\"\ncomponent = {:?}\nlistens = [{}]\ndescription = \"The {name} agent.\"\n",
-                agent_wasm(component).display().to_string(),
-                tags.join(", ")
-            ));
-        }
+        config.push_str(&agent_tables(agents));
         let config_path = dir.path().join("organism.toml");
         std::fs::write(&config_path, &config).expect("write config");
         let config = agentserver::server::Config::load(&config_path).expect("config");
@@ -284,6 +298,30 @@ impl TestServer {
             key,
             audit,
         }
+    }
+
+    /// Starts another node of this server's organism, with `agents` and
+    /// extra configuration lines: the same identity and the same users
+    /// (whose codes either server gives).
+    pub async fn start_node(&self, agents: &[AgentSpec<'_>], extra: &str) -> TestServer {
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).expect(name);
+        let private = read(agentserver::privileged::PRIVATE_KEY_FILE);
+        let public = read(agentserver::privileged::PUBLIC_KEY_FILE);
+        let users = read("users.toml");
+        let mut node = Self::launch(
+            &[],
+            agents,
+            extra,
+            &[
+                (agentserver::privileged::PRIVATE_KEY_FILE, &private, 0o600),
+                (agentserver::privileged::PUBLIC_KEY_FILE, &public, 0o644),
+                ("users.toml", &users, 0o600),
+            ],
+            true,
+        )
+        .await;
+        node.secrets = self.secrets.clone();
+        node
     }
 
     fn running(&self) -> &agentserver::server::RunningServer {
@@ -343,7 +381,8 @@ impl TestServer {
                 OnceLock::new();
             let mut steps = STEPS.get_or_init(Default::default).lock().unwrap();
             let n = steps
-                .entry(format!("{}/{user}", self.address()))
+                // Per organism: the nodes of a cluster share the steps used.
+                .entry(format!("{:?}/{user}", self.key.verifying_key().as_bytes()))
                 .or_insert(0);
             *n += 1;
             *n - 1
@@ -382,6 +421,54 @@ impl TestServer {
             server.shutdown_now().await;
         }
     }
+}
+
+/// The thread a `<message>` frame names.
+pub fn thread_of(frame: &str) -> String {
+    frame
+        .split("<thread>")
+        .nth(1)
+        .and_then(|rest| rest.split("</thread>").next())
+        .unwrap_or_else(|| panic!("no thread in {frame}"))
+        .to_owned()
+}
+
+/// The configuration lines of node `name` of a cluster: storage in
+/// `redis` under `prefix`, and `nats`.
+pub fn cluster_node(nats: &NatsServer, redis: &RedisServer, prefix: &str, name: &str) -> String {
+    format!(
+        "[storage]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\n\
+         [cluster]\nnats_url = \"{}\"\nnode = \"{name}\"\n",
+        redis.url, nats.url
+    )
+}
+
+/// The value of attribute `name` in the start tag of `frame`.
+pub fn attribute(frame: &str, name: &str) -> Option<String> {
+    let start_tag = &frame[..frame.find('>')?];
+    let needle = format!(" {name}=\"");
+    let at = start_tag.find(&needle)? + needle.len();
+    let rest = &start_tag[at..];
+    Some(rest[..rest.find('"')?].to_owned())
+}
+
+/// (session id, resume token) from a catalog.
+pub fn credentials(catalog: &str) -> (String, String) {
+    (
+        attribute(catalog, "session").expect("session id"),
+        attribute(catalog, "resume-token").expect("resume token"),
+    )
+}
+
+/// A new connection to `server` that asks to resume session `id` with
+/// `token`.
+pub async fn resume(server: &TestServer, id: &str, token: &str) -> agentserver::client::Client {
+    let mut client = server.connect().await;
+    client
+        .send(&format!("<resume-session id=\"{id}\" token=\"{token}\"/>"))
+        .await
+        .expect("send the resume");
+    client
 }
 
 /// The next text frame, waiting at most 10 s.
@@ -576,6 +663,95 @@ impl Drop for MockLlm {
     }
 }
 
+/// `agentserver run` as a process of its own, as a node of `organism`'s
+/// organism (its identity and users), so that it can be killed outright.
+/// The binary is the one `cargo test --workspace` builds beside this test.
+pub struct ProcessNode {
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+    starts: u32,
+}
+
+impl ProcessNode {
+    /// Starts the node with `agents` and extra configuration lines, and
+    /// waits until it listens.
+    pub fn start(organism: &TestServer, agents: &[AgentSpec<'_>], extra: &str) -> ProcessNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in [agentserver::privileged::PUBLIC_KEY_FILE, "users.toml"] {
+            std::fs::copy(organism.dir.path().join(name), dir.path().join(name)).expect(name);
+        }
+        let config = format!(
+            "listen = \"127.0.0.1:{}\"\ndata_dir = \"data\"\nusers = \"users.toml\"\nidentity = \"identity.pub\"\ncompile_cache = {:?}\n{extra}\n{}",
+            free_port(),
+            compile_cache().display().to_string(),
+            agent_tables(agents)
+        );
+        std::fs::write(dir.path().join("organism.toml"), config).expect("write config");
+        let mut node = ProcessNode {
+            child: None,
+            dir,
+            starts: 0,
+        };
+        node.restart();
+        node
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        kill(&mut self.child);
+    }
+
+    /// Starts it again (killing it first if it runs) with the same
+    /// configuration and data, and waits until it listens.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.starts += 1;
+        let binary = agentserver_binary();
+        let log_path = self.dir.path().join(format!("server-{}.log", self.starts));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = std::process::Command::new(binary)
+            .args(["run", "--config"])
+            .arg(self.dir.path().join("organism.toml"))
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start agentserver");
+        self.child = Some(child);
+        let start = std::time::Instant::now();
+        while !std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("listening on wss://")
+        {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            assert!(
+                exited.is_none() && start.elapsed() < std::time::Duration::from_secs(60),
+                "the node did not start: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ProcessNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The `agentserver` binary that `cargo test --workspace` builds beside
+/// the tests.
+pub fn agentserver_binary() -> std::path::PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|test| Some(test.parent()?.parent()?.join("agentserver")))
+        .filter(|binary| binary.exists())
+        .expect("the agentserver binary beside the tests (cargo build -p agentserver)")
+}
+
 /// Kills and reaps the child process, if there is one.
 fn kill(child: &mut Option<std::process::Child>) {
     if let Some(mut child) = child.take() {
@@ -598,16 +774,24 @@ pub struct NatsServer {
     /// `nats://127.0.0.1:PORT`.
     pub url: String,
     port: u16,
+    args: Vec<String>,
 }
 
 impl NatsServer {
     /// Starts one and waits until its port accepts connections.
     pub fn start() -> NatsServer {
+        Self::start_with(&[])
+    }
+
+    /// Like [`NatsServer::start`], with more `nats-server` arguments (TLS,
+    /// authentication).
+    pub fn start_with(args: &[&str]) -> NatsServer {
         let port = free_port();
         let mut server = NatsServer {
             child: None,
             url: format!("nats://127.0.0.1:{port}"),
             port,
+            args: args.iter().map(|arg| arg.to_string()).collect(),
         };
         server.restart();
         server
@@ -623,6 +807,7 @@ impl NatsServer {
         self.stop();
         let child = std::process::Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

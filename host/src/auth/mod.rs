@@ -18,10 +18,12 @@
 //! Secrets and codes never reach a log or an error.
 
 mod limiter;
+mod shared;
 mod steps;
 mod users;
 
 pub use limiter::{FailureLimiter, MAX_TRACKED_KEYS};
+pub use shared::{adopt_shared_users, publish_users, SharedUsers};
 pub use steps::{LocalSteps, SharedFailures, StepMemory};
 pub use users::{
     add_user, decode_base32, encode_base32, remove_user, set_allow, valid_user_name, Allow,

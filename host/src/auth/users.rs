@@ -58,6 +58,9 @@ pub enum UsersError {
     /// A user name that is not allowed.
     #[error("user names are 1 to 64 characters of a-z, A-Z, 0-9, '-', '_' and '.'")]
     BadName,
+    /// The directory the nodes of a cluster share could not be reached.
+    #[error("the shared user directory: {0}")]
+    Shared(String),
 }
 
 /// What a user may send.
@@ -102,7 +105,7 @@ pub fn valid_user_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn io_error(path: &Path, source: std::io::Error) -> UsersError {
+pub(super) fn io_error(path: &Path, source: std::io::Error) -> UsersError {
     UsersError::Io {
         path: path.display().to_string(),
         source,
@@ -265,7 +268,7 @@ pub fn set_allow(path: &Path, name: &str, allow: &[String]) -> Result<(), UsersE
 
 /// Writes `bytes` to `path` through a temporary file readable by the owner
 /// only, then renames it into place.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), UsersError> {
+pub(super) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), UsersError> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

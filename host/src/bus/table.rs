@@ -40,6 +40,13 @@ pub trait RemoteTarget: Send + Sync + std::fmt::Debug {
     /// Takes one message without waiting for the far side. An error is the
     /// reason it could not be sent; the thread gets `agent-failed` with it.
     fn forward(&self, delivery: super::RemoteDelivery) -> Result<(), String>;
+
+    /// Whether the far side is another node of this same organism (so
+    /// that structural commands naming the agent reach it there), rather
+    /// than another organism.
+    fn is_same_organism(&self) -> bool {
+        false
+    }
 }
 
 /// A registered listener: an agent's name, the tags it listens to, the

@@ -14,7 +14,7 @@ use crate::commit::{key_id, load_public_key, CertificateRequest, Purpose};
 use crate::federation::{LinkRequest, PeerTls};
 use crate::privileged::time::unix_seconds;
 use crate::privileged::{
-    Command, ComponentSource, LimitChanges, OrganismKey, Registration, ShutdownMode,
+    Command, ComponentSource, LimitChanges, OrganismKey, Placement, Registration, ShutdownMode,
 };
 use crate::runtime::ComponentHash;
 use anyhow::Context as _;
@@ -176,6 +176,10 @@ enum Unsigned {
         /// carrying it (the file must be there, under the same name).
         #[arg(long)]
         src: bool,
+        /// In a cluster, the nodes that run it: `*` (every node, the
+        /// default) or node names, comma-separated.
+        #[arg(long, default_value = "*")]
+        node: String,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -293,6 +297,7 @@ pub fn run(args: &CommandArgs) -> anyhow::Result<()> {
             description,
             inline: _,
             src,
+            node,
             limits,
         } => {
             let bytes =
@@ -313,6 +318,7 @@ pub fn run(args: &CommandArgs) -> anyhow::Result<()> {
                 sha256: ComponentHash::of(&bytes),
                 component,
                 limits: limits.changes()?,
+                nodes: Placement::parse(node).map_err(|e| anyhow::anyhow!("--node: {e}"))?,
             })
         }
         Unsigned::Remove { name } => Command::Remove { name: name.clone() },

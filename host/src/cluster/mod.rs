@@ -26,9 +26,12 @@ use crate::bus::{
     AgentName, Bus, Grants, Listener, ListenerTarget, RemoteDelivery, RemoteTarget, Session,
     ThreadHandle,
 };
+use crate::privileged::{Privileged, StructureChange};
+use crate::session::SessionRegistry;
 use crate::xml::Tag;
 use futures::StreamExt as _;
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
@@ -46,16 +49,88 @@ pub const MAX_WAITING: usize = 65_536;
 /// Threads of one origin node remembered here; past it they are forgotten
 /// together.
 pub const MAX_ORIGIN_THREADS: usize = 16_384;
+/// How long a node stopping tries to tell the others.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a node waits for the others to let a session go.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The queue group of the nodes serving a tag.
 const QUEUE_GROUP: &str = "agentserver";
 
 /// `[cluster]` in `organism.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// `nats://host:port` of the NATS server.
+    /// `nats://host:port` (or `tls://host:port`) of the NATS server.
     pub nats_url: String,
     /// This node's name, unique in the organism.
     pub node: String,
+    /// How the node proves itself to NATS.
+    pub auth: NatsAuth,
+    /// TLS to NATS beyond the system's roots.
+    pub tls: NatsTls,
+}
+
+/// How a node authenticates to NATS. Secrets are read from files, so that
+/// `organism.toml` holds none.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NatsAuth {
+    /// Not at all.
+    #[default]
+    None,
+    /// A `.creds` file (user JWT and nkey seed), as `nsc` writes them.
+    Credentials(PathBuf),
+    /// A token, read from the file.
+    Token(PathBuf),
+    /// A user name, and a password read from the file.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The file holding the password.
+        password: PathBuf,
+    },
+}
+
+/// TLS to NATS.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NatsTls {
+    /// Roots (PEM) to trust for the NATS server's certificate; TLS is
+    /// required when set (as with a `tls://` URL).
+    pub ca: Option<PathBuf>,
+    /// A client certificate and key (PEM) for servers that verify clients.
+    pub client_certificate: Option<(PathBuf, PathBuf)>,
+}
+
+/// A secret from a file, without the surrounding whitespace.
+fn read_secret(path: &std::path::Path) -> Result<String, ClusterError> {
+    std::fs::read_to_string(path)
+        .map(|text| text.trim().to_owned())
+        .map_err(|e| ClusterError::Nats(format!("{}: {e}", path.display())))
+}
+
+/// The NATS connection options `config` asks for.
+async fn connect_options(
+    config: &ClusterConfig,
+) -> Result<async_nats::ConnectOptions, ClusterError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("agentserver {}", config.node))
+        .retry_on_initial_connect();
+    options = match &config.auth {
+        NatsAuth::None => options,
+        NatsAuth::Credentials(path) => options
+            .credentials_file(path)
+            .await
+            .map_err(|e| ClusterError::Nats(format!("{}: {e}", path.display())))?,
+        NatsAuth::Token(path) => options.token(read_secret(path)?),
+        NatsAuth::UserPassword { user, password } => {
+            options.user_and_password(user.clone(), read_secret(password)?)
+        }
+    };
+    if let Some(ca) = &config.tls.ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let Some((cert, key)) = &config.tls.client_certificate {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(options)
 }
 
 /// Why the cluster could not be joined.
@@ -137,6 +212,8 @@ pub struct Cluster {
     node: String,
     client: async_nats::Client,
     bus: Bus,
+    privileged: Arc<Privileged>,
+    sessions: Arc<SessionRegistry>,
     shared: Mutex<Shared>,
 }
 
@@ -163,16 +240,24 @@ impl RemoteTarget for Elsewhere {
         cluster.send(delivery);
         Ok(())
     }
+
+    fn is_same_organism(&self) -> bool {
+        true
+    }
 }
 
 impl Cluster {
     /// Joins the cluster: connects to NATS (retrying in the background
     /// when it is not there yet), announces this node, and keeps the
     /// routing table in step with the other nodes until the process ends.
-    pub async fn join(config: &ClusterConfig, bus: Bus) -> Result<Arc<Cluster>, ClusterError> {
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("agentserver {}", config.node))
-            .retry_on_initial_connect()
+    pub async fn join(
+        config: &ClusterConfig,
+        bus: Bus,
+        privileged: Arc<Privileged>,
+        sessions: Arc<SessionRegistry>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let client = connect_options(config)
+            .await?
             .connect(config.nats_url.as_str())
             .await
             .map_err(|e| ClusterError::Nats(e.to_string()))?;
@@ -180,6 +265,8 @@ impl Cluster {
             node: config.node.clone(),
             client,
             bus,
+            privileged,
+            sessions,
             shared: Mutex::new(Shared::default()),
         });
         let nodes = cluster
@@ -192,6 +279,22 @@ impl Cluster {
             .subscribe(format!("agentserver.answer.{}", config.node))
             .await
             .map_err(|e| ClusterError::Nats(e.to_string()))?;
+        let structure = cluster
+            .client
+            .subscribe("agentserver.structure.>")
+            .await
+            .map_err(|e| ClusterError::Nats(e.to_string()))?;
+        tokio::spawn(follow_structure(Arc::downgrade(&cluster), structure));
+        let releases = cluster
+            .client
+            .subscribe(format!("agentserver.session.release.{}", config.node))
+            .await
+            .map_err(|e| ClusterError::Nats(e.to_string()))?;
+        tokio::spawn(release_sessions(Arc::downgrade(&cluster), releases));
+        tokio::spawn(share_structure(
+            Arc::downgrade(&cluster),
+            cluster.privileged.structure_changes(),
+        ));
         tokio::spawn(listen_to_nodes(Arc::downgrade(&cluster), nodes));
         tokio::spawn(take_answers(Arc::downgrade(&cluster), answers));
         tokio::spawn(heartbeat(Arc::downgrade(&cluster)));
@@ -239,10 +342,36 @@ impl Cluster {
             .await;
     }
 
+    /// Asks every other live node to let session `id` go if it holds it
+    /// (see [`SessionRegistry::release`]), and waits for their answers, at
+    /// most [`RELEASE_TIMEOUT`]. A node that is gone cannot answer, and
+    /// need not.
+    pub async fn release_elsewhere(&self, id: &str) {
+        let peers: Vec<String> = self.shared().peers.keys().cloned().collect();
+        let asks = peers.into_iter().map(|node| {
+            let client = self.client.clone();
+            let id = id.to_owned();
+            async move {
+                let subject = format!("agentserver.session.release.{node}");
+                let _ =
+                    tokio::time::timeout(RELEASE_TIMEOUT, client.request(subject, id.into())).await;
+            }
+        });
+        futures::future::join_all(asks).await;
+    }
+
     /// Says this node is leaving, so that the others drop it at once.
+    /// Waits at most [`LEAVE_TIMEOUT`]: with NATS unreachable the others
+    /// drop this node by its missed heartbeats instead.
     pub async fn leave(&self) {
-        self.announce(true).await;
-        let _ = self.client.flush().await;
+        let said = tokio::time::timeout(LEAVE_TIMEOUT, async {
+            self.announce(true).await;
+            let _ = self.client.flush().await;
+        })
+        .await;
+        if said.is_err() {
+            tracing::warn!("could not tell the cluster this node is leaving: NATS is unreachable");
+        }
     }
 
     /// Subscribes to the tags served here (and drops the subscriptions of
@@ -313,7 +442,14 @@ impl Cluster {
         for (agent, tags) in &installed {
             if wanted.get(agent).map(|(t, _)| t) != Some(tags) {
                 if let Ok(name) = AgentName::new(agent) {
-                    let _ = self.bus.remove(&name);
+                    // Only the listener standing for the remote agent: an
+                    // agent of the same name may have started here since.
+                    let remote = table
+                        .agent(&name)
+                        .is_some_and(|listener| listener.target.local().is_none());
+                    if remote {
+                        let _ = self.bus.remove(&name);
+                    }
                 }
             }
         }
@@ -620,6 +756,87 @@ impl Cluster {
                 self.shared().waiting.remove(&carried.thread);
             }
             None => {}
+        }
+    }
+}
+
+/// Publishes the structural changes applied here, for the other nodes:
+/// on `agentserver.structure.command.NODE` the signed command as it came,
+/// on `agentserver.structure.users.NODE` that the user directory changed.
+async fn share_structure(
+    cluster: Weak<Cluster>,
+    mut changes: tokio::sync::broadcast::Receiver<StructureChange>,
+) {
+    loop {
+        let change = match changes.recv().await {
+            Ok(change) => change,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::error!(
+                    missed,
+                    "structural changes were not passed on to the cluster"
+                );
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        let (kind, payload) = match change {
+            StructureChange::Command(document) => ("command", document.to_vec()),
+            StructureChange::Users => ("users", Vec::new()),
+        };
+        let subject = format!("agentserver.structure.{kind}.{}", cluster.node);
+        if let Err(error) = cluster.client.publish(subject, payload.into()).await {
+            tracing::error!(%error, "a structural change could not be passed on to the cluster");
+        }
+    }
+}
+
+/// Follows, one after another, the structural changes other nodes applied.
+async fn follow_structure(cluster: Weak<Cluster>, mut changes: async_nats::Subscriber) {
+    while let Some(message) = changes.next().await {
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        let mut parts = message.subject.as_str().splitn(4, '.').skip(2);
+        let (Some(kind), Some(node)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if node == cluster.node {
+            continue;
+        }
+        match kind {
+            "command" => {
+                cluster.privileged.follow(&message.payload, node).await;
+            }
+            "users" => {
+                if let Err(error) = cluster.privileged.adopt_users() {
+                    tracing::error!(%node, %error, "the user directory another node published was not taken");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Lets sessions go when another node takes them over, and says whether
+/// they were here.
+async fn release_sessions(cluster: Weak<Cluster>, mut asks: async_nats::Subscriber) {
+    while let Some(message) = asks.next().await {
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        let Ok(id) = std::str::from_utf8(&message.payload) else {
+            continue;
+        };
+        let released = cluster.sessions.release(id);
+        if released {
+            tracing::info!(session = %id, "session moved to another node");
+        }
+        if let Some(reply) = message.reply {
+            let answer: &'static [u8] = if released { b"released" } else { b"absent" };
+            let _ = cluster.client.publish(reply, answer.into()).await;
         }
     }
 }

@@ -2,7 +2,7 @@
 //! `<payload>` into a [`Command`], and writing unsigned commands (for the
 //! `agentserver command …` helpers).
 
-use super::Refused;
+use super::{Placement, Refused};
 use crate::capability::AgentGrants;
 use crate::commit::{CertificateRequest, RevocationRequest};
 use crate::federation::LinkRequest;
@@ -158,6 +158,8 @@ pub struct Registration {
     pub component: ComponentSource,
     /// Limits beyond the defaults.
     pub limits: LimitChanges,
+    /// The nodes of a cluster that run it.
+    pub nodes: Placement,
 }
 
 /// How to shut down.
@@ -302,6 +304,9 @@ impl Command {
                     "<agent-registration name=\"{}\"",
                     escape(&registration.name)
                 );
+                if let Placement::Nodes(_) = &registration.nodes {
+                    let _ = write!(out, " node=\"{}\"", escape(&registration.nodes.to_string()));
+                }
                 registration.limits.write(&mut out);
                 out.push('>');
                 for tag in &registration.listens {
@@ -446,6 +451,10 @@ fn read_registration(element: &Element, name: &str) -> Result<Registration, Refu
         sha256,
         component: source,
         limits: LimitChanges::read(element)?,
+        nodes: match element.attribute("node") {
+            Some(text) => Placement::parse(text)?,
+            None => Placement::All,
+        },
     })
 }
 
@@ -482,6 +491,7 @@ mod tests {
                     timeout_ms: Some(20),
                     ..LimitChanges::default()
                 },
+                nodes: Placement::Nodes(vec!["b".into(), "c-2".into()]),
             }),
             Command::Register(Registration {
                 name: "calc".into(),
@@ -490,6 +500,7 @@ mod tests {
                 sha256: ComponentHash::of(&bytes),
                 component: ComponentSource::File("calc.wasm".into()),
                 limits: LimitChanges::default(),
+                nodes: Placement::All,
             }),
             Command::Remove {
                 name: "calc".into(),

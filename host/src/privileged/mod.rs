@@ -22,6 +22,7 @@
 
 mod command;
 mod identity;
+mod placement;
 mod signed;
 mod store;
 pub mod time;
@@ -34,12 +35,13 @@ pub use identity::{
     PUBLIC_KEY_FILE,
 };
 pub(crate) use identity::{private_key_pem, write_private};
+pub use placement::{valid_node_name, Placement};
 pub use signed::{sign, verify_bytes, SignError, SignedCommand, MAX_ID_CHARS};
 pub use store::{
     AdmittedAgent, MemoryStructureStore, SignedKind, SignedRecord, StoreError, StructureStore,
 };
 
-use crate::auth::{set_allow, Allow, Authenticator, Users};
+use crate::auth::{publish_users, set_allow, Allow, Authenticator, SharedUsers, Users};
 use crate::bus::{
     AgentName, AuditKind, AuditRecord, AuditSink, Bus, Listener, ListenerTarget, SessionId,
 };
@@ -193,7 +195,30 @@ pub struct PrivilegedConfig {
     pub users_path: PathBuf,
     /// Where `<component src="…">` files are looked up.
     pub components_dir: PathBuf,
+    /// This node's name, when the server is a node of a cluster.
+    pub node: Option<String>,
 }
+
+/// A structural change applied here, for the other nodes of a cluster to
+/// follow.
+#[derive(Debug, Clone)]
+pub enum StructureChange {
+    /// A signed command was applied: its document, as it came.
+    Command(Arc<[u8]>),
+    /// The user directory was reloaded from its file.
+    Users,
+}
+
+/// Whether a command is applied here first, or followed from another node
+/// of the cluster that applied it.
+#[derive(Debug, Clone, Copy)]
+enum Judged {
+    Apply,
+    Follow,
+}
+
+/// How many changes wait for the cluster to send them on.
+const PENDING_CHANGES: usize = 256;
 
 /// Checks and applies privileged commands.
 pub struct Privileged {
@@ -207,6 +232,8 @@ pub struct Privileged {
     one_at_a_time: tokio::sync::Mutex<()>,
     grants: watch::Sender<u64>,
     shutdown: watch::Sender<Option<ShutdownMode>>,
+    changes: tokio::sync::broadcast::Sender<StructureChange>,
+    shared_users: Option<Arc<dyn SharedUsers>>,
 }
 
 impl Privileged {
@@ -231,7 +258,26 @@ impl Privileged {
             one_at_a_time: tokio::sync::Mutex::new(()),
             grants: watch::channel(0).0,
             shutdown: watch::channel(None).0,
+            changes: tokio::sync::broadcast::channel(PENDING_CHANGES).0,
+            shared_users: None,
         }
+    }
+
+    /// Shares the user directory through `shared`: grants and reloads
+    /// publish the file there ([`crate::auth::publish_users`]).
+    pub fn with_shared_users(mut self, shared: Arc<dyn SharedUsers>) -> Self {
+        self.shared_users = Some(shared);
+        self
+    }
+
+    /// The structural changes applied here from now on.
+    pub fn structure_changes(&self) -> tokio::sync::broadcast::Receiver<StructureChange> {
+        self.changes.subscribe()
+    }
+
+    /// Whether this node runs an agent placed on `nodes`.
+    fn runs_here(&self, nodes: &Placement) -> bool {
+        nodes.includes(self.config.node.as_deref())
     }
 
     /// Changes whenever a user's grants changed.
@@ -251,6 +297,10 @@ impl Privileged {
             .store
             .admitted_agents()
             .map_err(|e| Refused::Storage(e.to_string()))?;
+        let agents: Vec<AdmittedAgent> = agents
+            .into_iter()
+            .filter(|admitted| self.runs_here(&admitted.nodes))
+            .collect();
         for admitted in &agents {
             let component = self
                 .runtime
@@ -274,7 +324,24 @@ impl Privileged {
 
     /// Checks `input` (a `<privileged-command>`) and applies it if it holds.
     pub async fn execute(&self, input: &[u8], carrier: &Carrier) -> Verdict {
-        let verdict = match SignedCommand::read(input, self.config.max_command_bytes) {
+        let verdict = self.judge(input, Judged::Apply).await;
+        self.record(&verdict, &carrier.session, &carrier.from);
+        match &verdict.outcome {
+            Ok(()) => {
+                tracing::info!(id = ?verdict.id, from = %carrier.from, "privileged command applied");
+                // Nobody listening (no cluster) is not an error.
+                let _ = self.changes.send(StructureChange::Command(input.into()));
+            }
+            Err(reason) => {
+                tracing::warn!(id = ?verdict.id, from = %carrier.from, %reason, "privileged command refused")
+            }
+        }
+        verdict
+    }
+
+    /// Reads `input` and applies or follows the command in it.
+    async fn judge(&self, input: &[u8], how: Judged) -> Verdict {
+        match SignedCommand::read(input, self.config.max_command_bytes) {
             Err((id, reason)) => Verdict {
                 id,
                 payload_sha256: None,
@@ -283,27 +350,25 @@ impl Privileged {
             Ok(signed) => Verdict {
                 id: Some(signed.id.clone()),
                 payload_sha256: Some(signed.payload_sha256()),
-                outcome: self.check_and_apply(&signed, SystemTime::now()).await,
+                outcome: match how {
+                    Judged::Apply => self.check_and_apply(&signed, SystemTime::now()).await,
+                    Judged::Follow => self.check_and_follow(&signed).await,
+                },
             },
-        };
+        }
+    }
+
+    /// Writes `verdict` to the audit sink, as carried by `from`.
+    fn record(&self, verdict: &Verdict, session: &SessionId, from: &str) {
         self.audit.record(AuditRecord {
             kind: AuditKind::Privileged,
             thread: None,
-            session: &carrier.session,
-            from: &carrier.from,
+            session,
+            from,
             tag: "privileged-command",
             depth: 0,
             canonical: &verdict.audit_xml(),
         });
-        match &verdict.outcome {
-            Ok(()) => {
-                tracing::info!(id = ?verdict.id, from = %carrier.from, "privileged command applied")
-            }
-            Err(reason) => {
-                tracing::warn!(id = ?verdict.id, from = %carrier.from, %reason, "privileged command refused")
-            }
-        }
-        verdict
     }
 
     async fn check_and_apply(
@@ -389,6 +454,13 @@ impl Privileged {
 
     async fn register(&self, registration: Registration) -> Result<(), Refused> {
         let name = agent_name(&registration.name)?;
+        if self.config.node.is_none() && registration.nodes != Placement::All {
+            return Err(Refused::Invalid(
+                "`node` places an agent on nodes of a cluster, and this server is not in one \
+                 (its configuration has no [cluster])"
+                    .into(),
+            ));
+        }
         let table = self.bus.table();
         if table.agent(&name).is_some() {
             return Err(Refused::Conflict(format!(
@@ -439,10 +511,15 @@ impl Privileged {
             description: registration.description,
             limits,
             component: bytes,
+            nodes: registration.nodes,
         };
         self.store
             .save_agent(&admitted)
             .map_err(|e| Refused::Storage(e.to_string()))?;
+        if !self.runs_here(&admitted.nodes) {
+            tracing::info!(agent = %name, nodes = %admitted.nodes, "agent admitted to run on other nodes");
+            return Ok(());
+        }
         let listener = listener(
             &admitted.name,
             &admitted.listens,
@@ -459,22 +536,50 @@ impl Privileged {
     fn remove(&self, name: &str) -> Result<(), Refused> {
         let name = agent_name(name)?;
         let table = self.bus.table();
-        let Some(listener) = table.agent(&name) else {
+        let listed = table.agent(&name);
+        let stored = self.is_stored(&name)?;
+        if listed.is_none() && !stored {
             return Err(Refused::Conflict(format!(
                 "no agent named `{name}` is registered"
             )));
-        };
-        let Some(removed) = listener.target.local() else {
+        }
+        let local = listed.and_then(|l| l.target.local().cloned());
+        if local.is_none() && !stored && !listed.is_some_and(|l| served_by_another_node(l)) {
             return Err(not_an_agent(&name));
-        };
-        self.store
-            .forget_agent(name.as_str())
-            .map_err(|e| Refused::Storage(e.to_string()))?;
+        }
+        if stored {
+            self.store
+                .forget_agent(name.as_str())
+                .map_err(|e| Refused::Storage(e.to_string()))?;
+        }
+        match local {
+            Some(agent) => self.remove_local(&name, &agent),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the store holds an admitted agent named `name`.
+    fn is_stored(&self, name: &AgentName) -> Result<bool, Refused> {
+        Ok(self
+            .store
+            .admitted_agents()
+            .map_err(|e| Refused::Storage(e.to_string()))?
+            .iter()
+            .any(|admitted| admitted.name == name.as_str()))
+    }
+
+    /// Takes `agent` off this node: out of the routing table, its storage
+    /// forgotten, its compiled component too unless another agent uses it.
+    fn remove_local(
+        &self,
+        name: &AgentName,
+        agent: &Arc<crate::runtime::Agent>,
+    ) -> Result<(), Refused> {
         self.bus
-            .remove(&name)
+            .remove(name)
             .map_err(|e| Refused::Conflict(e.to_string()))?;
-        removed.forget_storage();
-        let hash = removed.component().hash();
+        agent.forget_storage();
+        let hash = agent.component().hash();
         let still_used = self.bus.table().agents().any(|other| {
             other
                 .target
@@ -490,30 +595,52 @@ impl Privileged {
     fn change_limits(&self, name: &str, changes: &LimitChanges) -> Result<(), Refused> {
         let name = agent_name(name)?;
         let table = self.bus.table();
-        let Some(current) = table.agent(&name) else {
-            return Err(Refused::Conflict(format!(
-                "no agent named `{name}` is registered"
-            )));
-        };
-        let Some(agent) = current.target.local() else {
-            return Err(not_an_agent(&name));
-        };
-        let limits = self.checked_limits(changes.applied_to(agent.limits()))?;
-        let replacement = self
-            .runtime
-            .agent(name.as_str(), Arc::clone(agent.component()), limits.clone())
-            .map_err(|e| Refused::Invalid(e.to_string()))?;
+        let listed = table.agent(&name);
         let stored = self
             .store
             .admitted_agents()
             .map_err(|e| Refused::Storage(e.to_string()))?
             .into_iter()
             .find(|admitted| admitted.name == name.as_str());
+        if listed.is_none() && stored.is_none() {
+            return Err(Refused::Conflict(format!(
+                "no agent named `{name}` is registered"
+            )));
+        }
+        let local = listed.and_then(|l| l.target.local().cloned());
+        if local.is_none() && stored.is_none() && !listed.is_some_and(|l| served_by_another_node(l))
+        {
+            return Err(not_an_agent(&name));
+        }
         if let Some(admitted) = stored {
+            let base = local
+                .as_ref()
+                .map_or(&admitted.limits, |agent| agent.limits());
+            let limits = self.checked_limits(changes.applied_to(base))?;
             self.store
                 .save_agent(&AdmittedAgent { limits, ..admitted })
                 .map_err(|e| Refused::Storage(e.to_string()))?;
         }
+        match local {
+            Some(_) => self.relimit_local(&name, changes),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives this node's agent `name` its limits changed by `changes`.
+    fn relimit_local(&self, name: &AgentName, changes: &LimitChanges) -> Result<(), Refused> {
+        let table = self.bus.table();
+        let Some(current) = table.agent(name) else {
+            return Ok(());
+        };
+        let Some(agent) = current.target.local() else {
+            return Ok(());
+        };
+        let limits = self.checked_limits(changes.applied_to(agent.limits()))?;
+        let replacement = self
+            .runtime
+            .agent(name.as_str(), Arc::clone(agent.component()), limits)
+            .map_err(|e| Refused::Invalid(e.to_string()))?;
         self.bus
             .replace(Listener {
                 name: current.name.clone(),
@@ -571,6 +698,13 @@ impl Privileged {
             .map_err(|e| Refused::Storage(format!("the user directory could not be read: {e}")))?;
         self.auth.set_users(reloaded);
         self.grants.send_modify(|version| *version += 1);
+        if let Some(shared) = &self.shared_users {
+            publish_users(&self.config.users_path, shared.as_ref()).map_err(|e| {
+                Refused::Storage(format!(
+                    "granted here, but the other nodes were not told: {e}"
+                ))
+            })?;
+        }
         Ok(())
     }
 
@@ -580,7 +714,144 @@ impl Privileged {
         let reloaded = Users::load(&self.config.users_path)?;
         self.auth.set_users(reloaded);
         self.grants.send_modify(|version| *version += 1);
+        if let Some(shared) = &self.shared_users {
+            publish_users(&self.config.users_path, shared.as_ref())?;
+            let _ = self.changes.send(StructureChange::Users);
+        }
         Ok(())
+    }
+
+    /// Takes the user directory another node of the cluster published.
+    pub fn adopt_users(&self) -> Result<(), crate::auth::UsersError> {
+        let Some(shared) = &self.shared_users else {
+            return Ok(());
+        };
+        crate::auth::adopt_shared_users(&self.config.users_path, shared.as_ref())?;
+        let reloaded = Users::load(&self.config.users_path)?;
+        self.auth.set_users(reloaded);
+        self.grants.send_modify(|version| *version += 1);
+        Ok(())
+    }
+
+    /// Follows a command that node `node` of the cluster applied: checks
+    /// its signature with the organism's key and that its id was used,
+    /// then makes its effect on this node (an admitted agent starts here
+    /// if it is placed here; a removed or re-limited one changes here;
+    /// grants take the shared user directory; a shutdown shuts down). The
+    /// outcome is audited here too.
+    pub async fn follow(&self, input: &[u8], node: &str) -> Verdict {
+        let verdict = self.judge(input, Judged::Follow).await;
+        self.record(&verdict, &SessionId::new(), &format!("node {node}"));
+        match &verdict.outcome {
+            Ok(()) => tracing::info!(id = ?verdict.id, %node, "privileged command followed"),
+            Err(reason) => {
+                tracing::warn!(id = ?verdict.id, %node, %reason, "privileged command not followed")
+            }
+        }
+        verdict
+    }
+
+    async fn check_and_follow(&self, signed: &SignedCommand) -> Result<(), Refused> {
+        let key = self.config.key.as_ref().ok_or(Refused::NoIdentity)?;
+        signed.verify(key.verifying_key())?;
+        let command = Command::read(&signed.payload_tree)?;
+        let now = time::unix_seconds(SystemTime::now());
+        let _turn = self.one_at_a_time.lock().await;
+        // A command another node applied has its id claimed in the shared
+        // store; one that claims fresh here was never applied.
+        let fresh = self
+            .store
+            .claim_command_id(&signed.id, signed.expires + CLOCK_SKEW.as_secs(), now)
+            .map_err(|e| Refused::Storage(e.to_string()))?;
+        if fresh {
+            return Err(Refused::Invalid(
+                "no node of the organism applied this command".into(),
+            ));
+        }
+        match command {
+            Command::Register(registration) => self.start_admitted(&registration).await,
+            Command::Remove { name } => {
+                let name = agent_name(&name)?;
+                let local = self
+                    .bus
+                    .table()
+                    .agent(&name)
+                    .and_then(|l| l.target.local().cloned());
+                match local {
+                    Some(agent) => self.remove_local(&name, &agent),
+                    None => Ok(()),
+                }
+            }
+            Command::Limits { name, changes } => self.relimit_local(&agent_name(&name)?, &changes),
+            Command::Grant { .. } | Command::Revoke { .. } => self
+                .adopt_users()
+                .map_err(|e| Refused::Storage(e.to_string())),
+            Command::Shutdown(mode) => {
+                self.shutdown.send_replace(Some(mode));
+                Ok(())
+            }
+            // A revoked key stops at once on every node, and every node
+            // tells its links' peers.
+            Command::NodeRevoke(_) => self
+                .federation
+                .apply_revocation(signed_record(signed)?)
+                .map_err(Refused::Conflict),
+            // Every node is a gateway of the organism's links.
+            Command::Link(_) => self
+                .federation
+                .apply_link(signed_record(signed)?)
+                .map_err(Refused::Conflict),
+            Command::Unlink { peer } => self.federation.unlink(&peer).map_err(Refused::Conflict),
+            // Kept in the shared store, which every node reads.
+            Command::NodeCertificate(_) => Ok(()),
+        }
+    }
+
+    /// Starts here, from the shared store, an agent another node admitted,
+    /// if it is placed here and not running here yet; the listener that
+    /// stood for it on another node gives way.
+    async fn start_admitted(&self, registration: &Registration) -> Result<(), Refused> {
+        if !self.runs_here(&registration.nodes) {
+            return Ok(());
+        }
+        let name = agent_name(&registration.name)?;
+        if let Some(listed) = self.bus.table().agent(&name) {
+            if listed.target.local().is_some() {
+                return Ok(());
+            }
+        }
+        let admitted = self
+            .store
+            .admitted_agents()
+            .map_err(|e| Refused::Storage(e.to_string()))?
+            .into_iter()
+            .find(|admitted| admitted.name == name.as_str())
+            .ok_or_else(|| {
+                Refused::Storage(format!("agent `{name}` is not in the shared store"))
+            })?;
+        let runtime = Arc::clone(&self.runtime);
+        let bytes = admitted.component.clone();
+        let component = tokio::task::spawn_blocking(move || runtime.load_component(&bytes))
+            .await
+            .map_err(|_| Refused::Component("compiling the component failed".into()))?
+            .map_err(|e| Refused::Component(e.to_string()))?;
+        let agent = self
+            .runtime
+            .agent(name.as_str(), component, admitted.limits.clone())
+            .map_err(|e| Refused::Invalid(e.to_string()))?;
+        if let Some(listed) = self.bus.table().agent(&name) {
+            if served_by_another_node(listed) {
+                let _ = self.bus.remove(&name);
+            }
+        }
+        self.bus
+            .register(listener(
+                &admitted.name,
+                &admitted.listens,
+                &admitted.description,
+                agent,
+            )?)
+            .map_err(|e| Refused::Conflict(e.to_string()))
     }
 
     fn checked_limits(&self, limits: AgentLimits) -> Result<AgentLimits, Refused> {
@@ -611,6 +882,11 @@ fn signed_record(signed: &SignedCommand) -> Result<SignedRecord, Refused> {
         payload: signed.payload.as_str().to_owned(),
         signature: base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
     })
+}
+
+/// Whether `listener` stands for an agent another node of the cluster runs.
+fn served_by_another_node(listener: &Listener) -> bool {
+    matches!(&listener.target, ListenerTarget::Remote(remote) if remote.is_same_organism())
 }
 
 /// The refusal for an agent command naming a federation link's listener.

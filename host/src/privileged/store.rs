@@ -23,6 +23,8 @@ pub struct AdmittedAgent {
     pub limits: AgentLimits,
     /// The component's bytes.
     pub component: Vec<u8>,
+    /// The nodes of a cluster that run it.
+    pub nodes: super::Placement,
 }
 
 /// A payload the owner signed, as kept: its exact canonical bytes and the
@@ -220,6 +222,7 @@ mod tests {
             description: "Echoes.".into(),
             limits: AgentLimits::default(),
             component: vec![1, 2, 3],
+            nodes: crate::privileged::Placement::All,
         };
         store.save_agent(&agent).unwrap();
         store

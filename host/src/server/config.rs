@@ -8,6 +8,7 @@ pub use super::proxy::{AddressRange, TrustedProxies};
 use crate::capability::{
     AgentGrants, AllowedHost, BucketQuota, HttpGrant, SecretHeader, StorageGrant,
 };
+use crate::cluster::{NatsAuth, NatsTls};
 use crate::runtime::AgentLimits;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,7 +47,17 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "agent",
 ];
 /// The keys of `[cluster]`.
-const CLUSTER_KEYS: &[&str] = &["nats_url", "node"];
+const CLUSTER_KEYS: &[&str] = &[
+    "nats_url",
+    "node",
+    "nats_credentials",
+    "nats_token_file",
+    "nats_user",
+    "nats_password_file",
+    "nats_ca",
+    "nats_cert",
+    "nats_key",
+];
 /// The keys of `[audit]`.
 const AUDIT_KEYS: &[&str] = &["checkpoint_entries", "checkpoint_seconds"];
 /// The keys of `[proxy]`.
@@ -355,15 +366,11 @@ impl Config {
                 reader.only_known(table, "cluster.", CLUSTER_KEYS)?;
                 let node = reader
                     .string(table, "node")?
-                    .filter(|n| {
-                        !n.is_empty()
-                            && n.bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
-                    })
+                    .filter(|n| crate::privileged::valid_node_name(n))
                     .ok_or_else(|| {
                         reader.bad(
                             "cluster.node",
-                            "every node needs a name of letters, digits, `-` or `_`",
+                            "every node needs a name of 1 to 64 letters, digits, `-` or `_`",
                         )
                     })?;
                 if !matches!(storage, StorageConfig::Redis { .. }) {
@@ -373,11 +380,55 @@ impl Config {
                          set [storage] backend = \"redis\"",
                     ));
                 }
+                let auth = match (
+                    reader.path(table, "nats_credentials")?,
+                    reader.path(table, "nats_token_file")?,
+                    reader.string(table, "nats_user")?,
+                    reader.path(table, "nats_password_file")?,
+                ) {
+                    (None, None, None, None) => NatsAuth::None,
+                    (Some(credentials), None, None, None) => NatsAuth::Credentials(credentials),
+                    (None, Some(token), None, None) => NatsAuth::Token(token),
+                    (None, None, Some(user), Some(password)) => {
+                        NatsAuth::UserPassword { user, password }
+                    }
+                    (None, None, Some(_), None) | (None, None, None, Some(_)) => {
+                        return Err(reader.bad(
+                            "cluster.nats_user",
+                            "`nats_user` and `nats_password_file` go together",
+                        ))
+                    }
+                    _ => {
+                        return Err(reader.bad(
+                            "cluster",
+                            "give one way to authenticate to NATS: `nats_credentials`, \
+                             `nats_token_file`, or `nats_user` with `nats_password_file`",
+                        ))
+                    }
+                };
+                let client_certificate = match (
+                    reader.path(table, "nats_cert")?,
+                    reader.path(table, "nats_key")?,
+                ) {
+                    (None, None) => None,
+                    (Some(cert), Some(key)) => Some((cert, key)),
+                    _ => {
+                        return Err(reader.bad(
+                            "cluster.nats_cert",
+                            "`nats_cert` and `nats_key` go together",
+                        ))
+                    }
+                };
                 Some(crate::cluster::ClusterConfig {
                     nats_url: reader
                         .string(table, "nats_url")?
                         .unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned()),
                     node,
+                    auth,
+                    tls: NatsTls {
+                        ca: reader.path(table, "nats_ca")?,
+                        client_certificate,
+                    },
                 })
             }
         };
@@ -750,9 +801,54 @@ timeout_ms = 1000
             Some(crate::cluster::ClusterConfig {
                 nats_url: "nats://127.0.0.1:4222".into(),
                 node: "a-1".into(),
+                auth: NatsAuth::None,
+                tls: NatsTls::default(),
             })
         );
         assert_eq!(parse("").unwrap().cluster, None);
+    }
+
+    #[test]
+    fn nats_credentials_and_tls_come_from_files() {
+        let parse = |text: &str| {
+            Config::parse(
+                &format!("[storage]\nbackend = \"redis\"\n[cluster]\nnode = \"a\"\n{text}"),
+                Path::new("o.toml"),
+                Path::new("/etc/org"),
+            )
+        };
+        let cluster = parse(
+            "nats_url = \"tls://n:4222\"\nnats_user = \"a\"\nnats_password_file = \"pw\"\n\
+             nats_ca = \"ca.pem\"\nnats_cert = \"a.pem\"\nnats_key = \"a.key\"\n",
+        )
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert_eq!(
+            cluster.auth,
+            NatsAuth::UserPassword {
+                user: "a".into(),
+                password: "/etc/org/pw".into()
+            }
+        );
+        assert_eq!(cluster.tls.ca, Some("/etc/org/ca.pem".into()));
+        assert_eq!(
+            cluster.tls.client_certificate,
+            Some(("/etc/org/a.pem".into(), "/etc/org/a.key".into()))
+        );
+        let token = parse("nats_token_file = \"token\"\n")
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(token.auth, NatsAuth::Token("/etc/org/token".into()));
+        let two = parse("nats_token_file = \"t\"\nnats_credentials = \"c.creds\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(two.contains("one way to authenticate"), "{two}");
+        let half = parse("nats_user = \"a\"\n").unwrap_err().to_string();
+        assert!(half.contains("go together"), "{half}");
+        let half = parse("nats_cert = \"a.pem\"\n").unwrap_err().to_string();
+        assert!(half.contains("go together"), "{half}");
     }
 
     #[test]

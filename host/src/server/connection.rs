@@ -32,7 +32,7 @@ use crate::auth::{Allow, AuthenticatedUser};
 use crate::bus::{AuditKind, AuditRecord, Capability, Grants, RefusalKind, Session, SessionId};
 use crate::bus::{Frame, Outbox, ThreadWorker, WorkerSlot};
 use crate::privileged::Carrier;
-use crate::session::Attached;
+use crate::session::{Attached, ResumeError};
 use crate::stage_timing::{self, Stage};
 use crate::xml::{escape_attribute, ingest, Limits, Tag};
 use futures::{SinkExt as _, StreamExt as _};
@@ -278,7 +278,20 @@ async fn authenticate(state: &State, ws: &mut Socket, peer: SocketAddr) -> Optio
             }
             let id = payload.root_attribute("id")?;
             let token = payload.root_attribute("token")?;
-            match state.sessions.resume(&id, &token, Instant::now()) {
+            let mut resumed = state.sessions.resume(&id, &token, Instant::now());
+            if let (Err(ResumeError::Unknown), Some(cluster)) = (&resumed, &state.cluster) {
+                // Held by another node, or by one that is gone: ask the
+                // others to let it go, then take it from the shared store.
+                cluster.release_elsewhere(&id).await;
+                resumed = state.sessions.take_over(
+                    &id,
+                    &token,
+                    &state.bus,
+                    |user| state.grants_of(user),
+                    Instant::now(),
+                );
+            }
+            match resumed {
                 Ok(attached) => {
                     tracing::info!(user = %attached.user, %peer, "session resumed");
                     audit_auth(

@@ -159,7 +159,9 @@ pub(crate) struct State {
     pub(crate) session_timeout_seconds: u64,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Every live session, attached to a socket or waiting for a resume.
-    pub(crate) sessions: SessionRegistry,
+    pub(crate) sessions: Arc<SessionRegistry>,
+    /// This node's membership in a cluster, if it is one's.
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Failed resumes per peer address (the login path counts its own).
     pub(crate) resume_failures: FailureLimiter,
     /// Reverse proxies allowed to speak for clients.
@@ -175,6 +177,14 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// What `user` may send now; `None` when there is no such user.
+    pub(crate) fn grants_of(&self, user: &str) -> Option<crate::bus::Grants> {
+        self.auth
+            .users()
+            .get(user)
+            .map(|entry| connection::grants(&entry.allow))
+    }
+
     /// Session `id`'s flood state, made when first asked for.
     pub(crate) fn flood_of(&self, id: &SessionId) -> Arc<Mutex<FloodGuard>> {
         let mut floods = self.floods.lock().unwrap_or_else(|e| e.into_inner());
@@ -447,6 +457,15 @@ async fn assemble(
         None => (None, None),
     };
     let federation_audit = Arc::clone(&audit);
+    let shared_users = match (&config.cluster, &stores.users) {
+        (Some(_), Some(shared)) => Some(Arc::clone(shared)),
+        _ => None,
+    };
+    if let Some(shared) = &shared_users {
+        if crate::auth::adopt_shared_users(&config.users, shared.as_ref())? {
+            tracing::info!(path = %config.users.display(), "user directory taken from the cluster");
+        }
+    }
     let users = Users::load(&config.users)?;
     let secrets = match &config.secrets {
         Some(path) => Secrets::load(path).map_err(|e| ServerError::Secrets(e.to_string()))?,
@@ -482,12 +501,13 @@ async fn assemble(
         Arc::clone(&stores.structure),
         federation_audit,
     );
-    let privileged = Arc::new(Privileged::new(
+    let mut privileged = Privileged::new(
         PrivilegedConfig {
             key,
             max_command_bytes: config.max_command_bytes,
             users_path: config.users.clone(),
             components_dir: config.components_dir.clone(),
+            node: config.cluster.as_ref().map(|cluster| cluster.node.clone()),
         },
         Arc::clone(&runtime),
         bus.clone(),
@@ -495,7 +515,11 @@ async fn assemble(
         Arc::clone(&stores.structure),
         audit,
         Arc::clone(&federation),
-    ));
+    );
+    if let Some(shared) = shared_users {
+        privileged = privileged.with_shared_users(shared);
+    }
+    let privileged = Arc::new(privileged);
     {
         let runtime = Arc::clone(&runtime);
         let config = config.clone();
@@ -710,8 +734,24 @@ async fn start_inner(
             .max()
             .unwrap_or(1_800)
     });
+    let mut sessions = match &stores.sessions {
+        Some(store) => SessionRegistry::persistent(Arc::clone(store)),
+        None => SessionRegistry::new(),
+    };
+    if let (Some(cluster), Some(shared)) = (&config.cluster, &stores.shared_sessions) {
+        sessions = sessions.in_cluster(&cluster.node, Arc::clone(shared));
+    }
+    let sessions = Arc::new(sessions);
     let cluster = match &config.cluster {
-        Some(cluster) => Some(crate::cluster::Cluster::join(cluster, bus.clone()).await?),
+        Some(cluster) => Some(
+            crate::cluster::Cluster::join(
+                cluster,
+                bus.clone(),
+                Arc::clone(&privileged),
+                Arc::clone(&sessions),
+            )
+            .await?,
+        ),
         None => None,
     };
     let state = Arc::new(State {
@@ -731,10 +771,8 @@ async fn start_inner(
         max_connections_per_user: config.max_connections_per_user,
         session_timeout_seconds,
         shutdown: shutdown_rx.clone(),
-        sessions: match &stores.sessions {
-            Some(store) => SessionRegistry::persistent(Arc::clone(store)),
-            None => SessionRegistry::new(),
-        },
+        sessions,
+        cluster: cluster.clone(),
         resume_failures: {
             let limits = AuthConfig::default();
             FailureLimiter::new(limits.max_failures, limits.failure_window)
@@ -752,13 +790,7 @@ async fn start_inner(
         .sessions
         .restore(
             &state.bus,
-            |user| {
-                state
-                    .auth
-                    .users()
-                    .get(user)
-                    .map(|entry| connection::grants(&entry.allow))
-            },
+            |user| state.grants_of(user),
             std::time::Instant::now(),
         )
         .map_err(ServerError::Store)?;
@@ -860,6 +892,7 @@ fn spawn_sweeper(state: &Arc<State>, mut shutdown: watch::Receiver<bool>) {
             tokio::select! {
                 _ = tick.tick() => {
                     state.sessions.sweep(std::time::Instant::now());
+                    state.sessions.renew_leases(std::time::Instant::now());
                     state.prune_floods();
                     for listener in state.bus.table().agents() {
                         if let Some(agent) = listener.target.local() {

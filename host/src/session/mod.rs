@@ -16,10 +16,20 @@
 //! by a new one at every resume (the old one stops working). A resume while
 //! another socket still holds the session takes it over: the old socket is
 //! told to close.
+//!
+//! In a cluster ([`SessionRegistry::in_cluster`]) every session is marked
+//! with the node that holds it, a node brings back after a restart only
+//! its own, and every resume replaces the token in the shared store in one
+//! step ([`SharedSessions::rotate`]), so a token works once on whichever
+//! node it is shown. A client whose node is gone resumes on any other
+//! ([`SessionRegistry::take_over`]) and gets the frames that were kept for
+//! it; the agents' instances start afresh there.
 
 mod stored;
 
-pub use stored::{SessionRecord, SessionStore, StoredOutbox, StoredSession};
+pub use stored::{
+    Rotation, SessionRecord, SessionStore, SharedSessions, StoredOutbox, StoredSession,
+};
 
 use crate::bus::{Bus, Grants, Session, SessionId};
 use sha2::{Digest as _, Sha256};
@@ -84,6 +94,24 @@ pub struct SessionRegistry {
     entries: Mutex<HashMap<SessionId, Entry>>,
     next_attachment: AtomicU64,
     store: Option<Arc<dyn SessionStore>>,
+    cluster: Option<ClusterSessions>,
+}
+
+/// This node's name and the sessions the cluster shares.
+struct ClusterSessions {
+    node: String,
+    shared: Arc<dyn SharedSessions>,
+    /// When this node last renewed its sessions' leases.
+    renewed: Mutex<Option<Instant>>,
+}
+
+/// How often a node of a cluster renews the leases of its sessions.
+pub const LEASE_RENEWAL: Duration = Duration::from_secs(30);
+
+/// A session's lease: its timeout, and twice the renewal period besides,
+/// so that a live holder always renews in time.
+fn lease_seconds(timeout: Duration) -> u64 {
+    timeout.as_secs() + 2 * LEASE_RENEWAL.as_secs()
 }
 
 impl std::fmt::Debug for SessionRegistry {
@@ -147,10 +175,72 @@ impl SessionRegistry {
         }
     }
 
+    /// Shares the sessions with the other nodes of a cluster, as node
+    /// `node`.
+    pub fn in_cluster(mut self, node: &str, shared: Arc<dyn SharedSessions>) -> Self {
+        self.cluster = Some(ClusterSessions {
+            node: node.to_owned(),
+            shared,
+            renewed: Mutex::new(None),
+        });
+        self
+    }
+
+    /// In a cluster, renews the leases of the sessions held here when
+    /// [`LEASE_RENEWAL`] has passed since the last time (see
+    /// [`SharedSessions::renew_leases`]); a session whose holder stops
+    /// renewing is gone from the store once its lease runs out.
+    pub fn renew_leases(&self, now: Instant) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        {
+            let mut renewed = cluster.renewed.lock().unwrap_or_else(|e| e.into_inner());
+            if renewed.is_some_and(|at| now.duration_since(at) < LEASE_RENEWAL) {
+                return;
+            }
+            *renewed = Some(now);
+        }
+        let leases: Vec<(String, u64)> = self
+            .lock()
+            .values()
+            .map(|entry| {
+                (
+                    entry.session.id().as_str().to_owned(),
+                    lease_seconds(entry.timeout),
+                )
+            })
+            .collect();
+        if let Err(error) = cluster.shared.renew_leases(&leases) {
+            tracing::error!(%error, "the leases of this node's sessions could not be renewed");
+        }
+    }
+
     fn forget(&self, id: &SessionId) {
-        if let Some(store) = &self.store {
-            if let Err(error) = store.delete_session(id.as_str()) {
-                tracing::error!(session = %id.as_str(), %error, "an ended session could not be forgotten");
+        let forgotten = match (&self.cluster, &self.store) {
+            (Some(cluster), _) => cluster.shared.forget_if_held(id.as_str(), &cluster.node),
+            (None, Some(store)) => store.delete_session(id.as_str()),
+            (None, None) => Ok(()),
+        };
+        if let Err(error) = forgotten {
+            tracing::error!(session = %id.as_str(), %error, "an ended session could not be forgotten");
+        }
+    }
+
+    /// Marks session `id` (of `timeout`) as this node's in the cluster,
+    /// with a fresh lease.
+    fn hold(&self, id: &SessionId, timeout: Duration) {
+        if let Some(cluster) = &self.cluster {
+            let held = cluster
+                .shared
+                .hold(id.as_str(), &cluster.node)
+                .and_then(|()| {
+                    cluster
+                        .shared
+                        .renew_leases(&[(id.as_str().to_owned(), lease_seconds(timeout))])
+                });
+            if let Err(error) = held {
+                tracing::error!(session = %id.as_str(), %error, "a session could not be marked as this node's");
             }
         }
     }
@@ -167,34 +257,136 @@ impl SessionRegistry {
         let Some(store) = &self.store else {
             return Ok(0);
         };
+        let stored = match &self.cluster {
+            Some(cluster) => cluster.shared.held_by(&cluster.node)?,
+            None => store.load_sessions()?,
+        };
         let mut restored = 0;
-        for (record, frames) in store.load_sessions()? {
+        for (record, frames) in stored {
             let Some(grants) = grants(&record.user) else {
-                store.delete_session(&record.id)?;
+                self.forget(&SessionId::from_string(&record.id));
                 continue;
             };
-            let session =
-                bus.open_session_with_id(SessionId::from_string(&record.id), &record.user, grants);
-            session
-                .outbox()
-                .restore(frames.into_iter().map(|(seq, frame)| (seq, frame.into())));
-            session
-                .outbox()
-                .set_journal(Arc::new(StoredOutbox::new(Arc::clone(store), &record.id)));
-            self.lock().insert(
-                session.id().clone(),
-                Entry {
-                    session,
-                    user: record.user,
-                    token_hash: record.token_hash,
-                    timeout: Duration::from_secs(record.timeout_secs),
-                    attachment: None,
-                    detached_since: Some(now),
-                },
-            );
+            self.bring_back(bus, store, record, frames, grants, None, now);
             restored += 1;
         }
         Ok(restored)
+    }
+
+    /// Opens stored session `record` on `bus` with its pending `frames`,
+    /// journaled from now on, and registers it: attached to `attachment`,
+    /// or detached since `now`.
+    #[allow(clippy::too_many_arguments)]
+    fn bring_back(
+        &self,
+        bus: &Bus,
+        store: &Arc<dyn SessionStore>,
+        record: SessionRecord,
+        frames: Vec<(u64, String)>,
+        grants: Grants,
+        attachment: Option<Attachment>,
+        now: Instant,
+    ) -> Session {
+        let session =
+            bus.open_session_with_id(SessionId::from_string(&record.id), &record.user, grants);
+        session
+            .outbox()
+            .restore(frames.into_iter().map(|(seq, frame)| (seq, frame.into())));
+        session
+            .outbox()
+            .set_journal(Arc::new(StoredOutbox::new(Arc::clone(store), &record.id)));
+        if attachment.is_some() {
+            session.outbox().set_journaling(false);
+        }
+        self.hold(session.id(), Duration::from_secs(record.timeout_secs));
+        self.lock().insert(
+            session.id().clone(),
+            Entry {
+                session: session.clone(),
+                user: record.user,
+                token_hash: record.token_hash,
+                timeout: Duration::from_secs(record.timeout_secs),
+                detached_since: attachment.is_none().then_some(now),
+                attachment,
+            },
+        );
+        session
+    }
+
+    /// Resumes, on this node, session `id` that no session here stands
+    /// for but the cluster's store keeps (its node is gone, or let it go):
+    /// the token is replaced for every node in one step, and the session
+    /// comes back with the frames kept for it, attached to the caller.
+    /// `grants` says what its user may send now (`None`: the user is gone).
+    pub fn take_over(
+        &self,
+        id: &str,
+        token: &str,
+        bus: &Bus,
+        grants: impl Fn(&str) -> Option<Grants>,
+        now: Instant,
+    ) -> Result<Attached, ResumeError> {
+        let (Some(cluster), Some(store)) = (&self.cluster, &self.store) else {
+            return Err(ResumeError::Unknown);
+        };
+        let fresh = new_token();
+        let rotation = cluster
+            .shared
+            .rotate(id, &hash(token), &hash(&fresh), &cluster.node)
+            .map_err(|error| {
+                tracing::error!(session = %id, %error, "a session could not be taken over");
+                ResumeError::Unknown
+            })?;
+        match rotation {
+            Rotation::Rotated => {}
+            Rotation::BadToken => return Err(ResumeError::BadToken),
+            Rotation::Unknown => return Err(ResumeError::Unknown),
+        }
+        let (record, frames) = cluster
+            .shared
+            .load_session(id)
+            .map_err(|error| {
+                tracing::error!(session = %id, %error, "a session could not be taken over");
+                ResumeError::Unknown
+            })?
+            .ok_or(ResumeError::Unknown)?;
+        let Some(grants) = grants(&record.user) else {
+            self.forget(&SessionId::from_string(id));
+            return Err(ResumeError::Unknown);
+        };
+        let user = record.user.clone();
+        let attachment = self.attachment();
+        let session = self.bring_back(
+            bus,
+            store,
+            record,
+            frames,
+            grants,
+            Some(attachment.clone()),
+            now,
+        );
+        Ok(Attached {
+            session,
+            user,
+            token: fresh,
+            attachment,
+        })
+    }
+
+    /// Lets session `id` go to another node of the cluster that asked for
+    /// it: what waits in its outbox is written to the store first, a
+    /// socket holding it here is told it was taken over, and its threads
+    /// here end. Returns whether it was here.
+    pub fn release(&self, id: &str) -> bool {
+        let Some(entry) = self.lock().remove(&SessionId::from_string(id)) else {
+            return false;
+        };
+        entry.session.outbox().set_journaling(true);
+        if let Some(attachment) = entry.attachment {
+            attachment.taken_over.notify_one();
+        }
+        entry.session.end();
+        true
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, Entry>> {
@@ -219,6 +411,7 @@ impl SessionRegistry {
                 session.id().as_str(),
             )));
         }
+        self.hold(session.id(), timeout);
         self.lock().insert(
             session.id().clone(),
             Entry {
@@ -241,6 +434,7 @@ impl SessionRegistry {
     /// Resumes session `id` with `token` at `now`: a new token replaces the
     /// old, and a socket still attached is told it was taken over.
     pub fn resume(&self, id: &str, token: &str, now: Instant) -> Result<Attached, ResumeError> {
+        let token_presented = token;
         let id = SessionId::from_string(id);
         let mut entries = self.lock();
         let entry = entries.get_mut(&id).ok_or(ResumeError::Unknown)?;
@@ -259,10 +453,33 @@ impl SessionRegistry {
             }
             return Err(ResumeError::Expired);
         }
+        let token = new_token();
+        if let Some(cluster) = &self.cluster {
+            // Another node may have taken the session over meanwhile: the
+            // shared store decides, in one step, whose token is current.
+            let rotation = cluster
+                .shared
+                .rotate(id.as_str(), &hash(token_presented), &hash(&token), &cluster.node)
+                .unwrap_or_else(|error| {
+                    tracing::error!(session = %id.as_str(), %error, "a resume could not be checked with the cluster");
+                    Rotation::Unknown
+                });
+            if rotation != Rotation::Rotated {
+                if let Some(stale) = entries.remove(&id) {
+                    if let Some(attachment) = stale.attachment {
+                        attachment.taken_over.notify_one();
+                    }
+                    stale.session.end();
+                }
+                return Err(match rotation {
+                    Rotation::BadToken => ResumeError::BadToken,
+                    _ => ResumeError::Unknown,
+                });
+            }
+        }
         if let Some(previous) = entry.attachment.take() {
             previous.taken_over.notify_one();
         }
-        let token = new_token();
         let attachment = self.attachment();
         entry.token_hash = hash(&token);
         entry.attachment = Some(attachment.clone());

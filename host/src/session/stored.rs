@@ -65,3 +65,48 @@ impl OutboxJournal for StoredOutbox {
         }
     }
 }
+
+/// Whether [`SharedSessions::rotate`] replaced a session's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was the current one; the new one replaces it.
+    Rotated,
+    /// The token is not the session's current one.
+    BadToken,
+    /// No such session is stored.
+    Unknown,
+}
+
+/// What the nodes of a cluster share of sessions besides their records:
+/// which node holds each one, and a resume that replaces the token in one
+/// step for every node, so that a token works once wherever it is shown.
+pub trait SharedSessions: Send + Sync {
+    /// Marks session `id` as held by `node`.
+    fn hold(&self, id: &str, node: &str) -> Result<(), StoreError>;
+
+    /// In one step: if the stored token hash of session `id` is
+    /// `presented`, replaces it with `next` and makes `node` the session's
+    /// holder.
+    fn rotate(
+        &self,
+        id: &str,
+        presented: &[u8; 32],
+        next: &[u8; 32],
+        node: &str,
+    ) -> Result<Rotation, StoreError>;
+
+    /// Stored session `id` with its pending frames, if there is one.
+    fn load_session(&self, id: &str) -> Result<Option<StoredSession>, StoreError>;
+
+    /// The sessions `node` holds, and those no node holds.
+    fn held_by(&self, node: &str) -> Result<Vec<StoredSession>, StoreError>;
+
+    /// Forgets session `id` and its frames if `node` still holds it (not
+    /// when another node took it over).
+    fn forget_if_held(&self, id: &str, node: &str) -> Result<(), StoreError>;
+
+    /// Keeps each session of `leases` (id, seconds) in the store for that
+    /// many seconds more: the holder renews them while it lives, so the
+    /// sessions of a node that is gone for good do not stay forever.
+    fn renew_leases(&self, leases: &[(String, u64)]) -> Result<(), StoreError>;
+}

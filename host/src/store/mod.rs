@@ -71,6 +71,13 @@ pub struct Stores {
     /// Login failures counted across processes (Redis), besides each
     /// process's own counts; `None` counts in the process only.
     pub failures: Option<Arc<dyn crate::auth::SharedFailures>>,
+    /// The user directory's text, where the backend can share it between
+    /// the nodes of a cluster (Redis).
+    pub users: Option<Arc<dyn crate::auth::SharedUsers>>,
+    /// Which node holds each session, and resumes that replace the token
+    /// for every node at once, where the backend is shared between the
+    /// nodes of a cluster (Redis).
+    pub shared_sessions: Option<Arc<dyn crate::session::SharedSessions>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -91,6 +98,8 @@ impl Stores {
             keyvalue: Arc::new(MemoryKeyValueStore::new()),
             steps: None,
             failures: None,
+            users: None,
+            shared_sessions: None,
         }
     }
 
@@ -107,6 +116,8 @@ impl Stores {
                     sessions: Some(store),
                     steps: None,
                     failures: None,
+                    users: None,
+                    shared_sessions: None,
                 })
             }
             StorageConfig::Redis { url, prefix } => {
@@ -117,7 +128,9 @@ impl Stores {
                     keyvalue: store.clone(),
                     sessions: Some(store.clone()),
                     steps: Some(store.clone()),
-                    failures: Some(store),
+                    failures: Some(store.clone()),
+                    users: Some(store.clone()),
+                    shared_sessions: Some(store),
                 })
             }
         }
@@ -205,6 +218,7 @@ pub(crate) fn admitted_from_stored(
     limits: &str,
     sha256: &str,
     component: Vec<u8>,
+    nodes: Option<&str>,
 ) -> Result<AdmittedAgent, StoreError> {
     let actual = crate::runtime::ComponentHash::of(&component).to_string();
     if actual != sha256 {
@@ -212,12 +226,18 @@ pub(crate) fn admitted_from_stored(
             "the stored component of agent `{name}` has SHA-256 {actual}, not its admitted {sha256}"
         )));
     }
+    let nodes = match nodes {
+        Some(text) => crate::privileged::Placement::parse(text)
+            .map_err(|e| StoreError(format!("the stored nodes of agent `{name}`: {e}")))?,
+        None => crate::privileged::Placement::All,
+    };
     Ok(AdmittedAgent {
         name,
         listens: listens.lines().map(str::to_owned).collect(),
         description,
         limits: read_limits(limits),
         component,
+        nodes,
     })
 }
 

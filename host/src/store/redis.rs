@@ -19,7 +19,7 @@ use super::{admitted_from_stored, write_limits};
 use crate::audit::{decode_hash, AuditStore, StoredEntry, GENESIS};
 use crate::privileged::{AdmittedAgent, SignedKind, SignedRecord, StoreError, StructureStore};
 use crate::runtime::ComponentHash;
-use crate::session::{SessionRecord, SessionStore, StoredSession};
+use crate::session::{Rotation, SessionRecord, SessionStore, SharedSessions, StoredSession};
 use redis::{Commands as _, Connection, ConnectionLike as _};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -43,6 +43,7 @@ type AgentFields = (
     Option<String>,
     Option<String>,
     Option<Vec<u8>>,
+    Option<String>,
 );
 
 /// A store on a Redis server.
@@ -235,6 +236,23 @@ impl crate::auth::SharedFailures for RedisStore {
     }
 }
 
+impl crate::auth::SharedUsers for RedisStore {
+    fn load_users(&self) -> Result<Option<String>, StoreError> {
+        redis::cmd("GET")
+            .arg(self.key(&["users"]))
+            .query(&mut *self.lock().map_err(failed)?)
+            .map_err(failed)
+    }
+
+    fn save_users(&self, text: &str) -> Result<(), StoreError> {
+        redis::cmd("SET")
+            .arg(self.key(&["users"]))
+            .arg(text)
+            .query(&mut *self.lock().map_err(failed)?)
+            .map_err(failed)
+    }
+}
+
 impl StructureStore for RedisStore {
     fn claim_command_id(&self, id: &str, expires: u64, now: u64) -> Result<bool, StoreError> {
         // Kept for as long as the caller's clock says it is valid (at
@@ -258,10 +276,17 @@ impl StructureStore for RedisStore {
         let mut agents = Vec::with_capacity(names.len());
         for name in names {
             let key = self.key(&["agent", &name]);
-            let (listens, description, limits, sha256, component): AgentFields =
+            let (listens, description, limits, sha256, component, nodes): AgentFields =
                 redis::cmd("HMGET")
                     .arg(&key)
-                    .arg(&["listens", "description", "limits", "sha256", "component"])
+                    .arg(&[
+                        "listens",
+                        "description",
+                        "limits",
+                        "sha256",
+                        "component",
+                        "nodes",
+                    ])
                     .query(&mut *connection)
                     .map_err(failed)?;
             let (Some(listens), Some(limits), Some(sha256), Some(component)) =
@@ -278,6 +303,7 @@ impl StructureStore for RedisStore {
                 &limits,
                 &sha256,
                 component,
+                nodes.as_deref(),
             )?);
         }
         Ok(agents)
@@ -299,6 +325,7 @@ impl StructureStore for RedisStore {
                         ComponentHash::of(&agent.component).to_string().into_bytes(),
                     ),
                     ("component", agent.component.clone()),
+                    ("nodes", agent.nodes.to_string().into_bytes()),
                 ],
             )
             .sadd(self.key(&["agents"]), &agent.name)
@@ -482,32 +509,69 @@ impl SessionStore for RedisStore {
         ids.sort();
         let mut loaded = Vec::with_capacity(ids.len());
         for id in ids {
-            let (user, token_hash, timeout): (Option<String>, Option<String>, Option<u64>) =
-                redis::cmd("HMGET")
-                    .arg(self.key(&["session", &id]))
-                    .arg(&["user", "token_hash", "timeout"])
-                    .query(&mut *connection)
-                    .map_err(failed)?;
-            let (Some(user), Some(token_hash), Some(timeout)) = (user, token_hash, timeout) else {
-                return Err(StoreError(format!(
-                    "the stored record of session {id} is incomplete"
-                )));
-            };
-            let token_hash = decode_hash(&token_hash)?;
-            let members: Vec<String> = connection
-                .zrange(self.key(&["frames", &id]), 0, -1)
-                .map_err(failed)?;
-            let mut frames = Vec::with_capacity(members.len());
-            for member in members {
-                let (seq, frame) = member
-                    .split_once('\t')
-                    .and_then(|(seq, frame)| Some((seq.parse::<u64>().ok()?, frame.to_owned())))
-                    .ok_or_else(|| {
-                        StoreError(format!("session {id}: a stored frame is malformed"))
-                    })?;
-                frames.push((seq, frame));
-            }
-            loaded.push((
+            loaded.push(self.stored_session(&mut connection, id)?.1);
+        }
+        Ok(loaded)
+    }
+}
+
+/// In one step: if the session's token hash is ARGV[1], makes it ARGV[2]
+/// and the holder ARGV[3]. 2: done; 1: another token; 0: no session.
+const ROTATE_TOKEN: &str = r"
+local current = redis.call('HGET', KEYS[1], 'token_hash')
+if not current then return 0 end
+if current ~= ARGV[1] then return 1 end
+redis.call('HSET', KEYS[1], 'token_hash', ARGV[2], 'node', ARGV[3])
+return 2
+";
+
+/// Deletes the session's record (KEYS[1]) and frames (KEYS[2]) and takes
+/// it out of the set (KEYS[3]) if node ARGV[2] holds session ARGV[1].
+const FORGET_IF_HELD: &str = r"
+local holder = redis.call('HGET', KEYS[1], 'node')
+if holder and holder ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+return 1
+";
+
+impl RedisStore {
+    /// Session `id` as stored, with the node holding it (if any).
+    fn stored_session(
+        &self,
+        connection: &mut Connection,
+        id: String,
+    ) -> Result<(Option<String>, StoredSession), StoreError> {
+        let (user, token_hash, timeout, node): (
+            Option<String>,
+            Option<String>,
+            Option<u64>,
+            Option<String>,
+        ) = redis::cmd("HMGET")
+            .arg(self.key(&["session", &id]))
+            .arg(&["user", "token_hash", "timeout", "node"])
+            .query(connection)
+            .map_err(failed)?;
+        let (Some(user), Some(token_hash), Some(timeout)) = (user, token_hash, timeout) else {
+            return Err(StoreError(format!(
+                "the stored record of session {id} is incomplete"
+            )));
+        };
+        let token_hash = decode_hash(&token_hash)?;
+        let members: Vec<String> = connection
+            .zrange(self.key(&["frames", &id]), 0, -1)
+            .map_err(failed)?;
+        let mut frames = Vec::with_capacity(members.len());
+        for member in members {
+            let (seq, frame) = member
+                .split_once('\t')
+                .and_then(|(seq, frame)| Some((seq.parse::<u64>().ok()?, frame.to_owned())))
+                .ok_or_else(|| StoreError(format!("session {id}: a stored frame is malformed")))?;
+            frames.push((seq, frame));
+        }
+        Ok((
+            node,
+            (
                 SessionRecord {
                     id,
                     user,
@@ -515,8 +579,103 @@ impl SessionStore for RedisStore {
                     timeout_secs: timeout,
                 },
                 frames,
-            ));
+            ),
+        ))
+    }
+}
+
+impl SharedSessions for RedisStore {
+    fn hold(&self, id: &str, node: &str) -> Result<(), StoreError> {
+        redis::cmd("HSET")
+            .arg(self.key(&["session", id]))
+            .arg("node")
+            .arg(node)
+            .query::<()>(&mut *self.lock().map_err(failed)?)
+            .map_err(failed)
+    }
+
+    fn rotate(
+        &self,
+        id: &str,
+        presented: &[u8; 32],
+        next: &[u8; 32],
+        node: &str,
+    ) -> Result<Rotation, StoreError> {
+        let outcome: i64 = redis::Script::new(ROTATE_TOKEN)
+            .key(self.key(&["session", id]))
+            .arg(hex::encode(presented))
+            .arg(hex::encode(next))
+            .arg(node)
+            .invoke(&mut *self.lock().map_err(failed)?)
+            .map_err(failed)?;
+        Ok(match outcome {
+            2 => Rotation::Rotated,
+            1 => Rotation::BadToken,
+            _ => Rotation::Unknown,
+        })
+    }
+
+    fn load_session(&self, id: &str) -> Result<Option<StoredSession>, StoreError> {
+        let mut connection = self.lock().map_err(failed)?;
+        let exists: bool = connection
+            .exists(self.key(&["session", id]))
+            .map_err(failed)?;
+        if !exists {
+            return Ok(None);
         }
-        Ok(loaded)
+        Ok(Some(self.stored_session(&mut connection, id.to_owned())?.1))
+    }
+
+    fn held_by(&self, node: &str) -> Result<Vec<StoredSession>, StoreError> {
+        let mut connection = self.lock().map_err(failed)?;
+        let mut ids: Vec<String> = connection
+            .smembers(self.key(&["sessions"]))
+            .map_err(failed)?;
+        ids.sort();
+        let mut held = Vec::new();
+        for id in ids {
+            let exists: bool = connection
+                .exists(self.key(&["session", &id]))
+                .map_err(failed)?;
+            if !exists {
+                // Its lease ran out: its holder is gone for good.
+                connection
+                    .srem::<_, _, ()>(self.key(&["sessions"]), &id)
+                    .map_err(failed)?;
+                continue;
+            }
+            let (holder, session) = self.stored_session(&mut connection, id)?;
+            if holder.as_deref().is_none_or(|holder| holder == node) {
+                held.push(session);
+            }
+        }
+        Ok(held)
+    }
+
+    fn renew_leases(&self, leases: &[(String, u64)]) -> Result<(), StoreError> {
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (id, seconds) in leases {
+            pipe.expire(self.key(&["session", id]), *seconds as i64)
+                .ignore()
+                .expire(self.key(&["frames", id]), *seconds as i64)
+                .ignore();
+        }
+        pipe.query::<()>(&mut *self.lock().map_err(failed)?)
+            .map_err(failed)
+    }
+
+    fn forget_if_held(&self, id: &str, node: &str) -> Result<(), StoreError> {
+        redis::Script::new(FORGET_IF_HELD)
+            .key(self.key(&["session", id]))
+            .key(self.key(&["frames", id]))
+            .key(self.key(&["sessions"]))
+            .arg(id)
+            .arg(node)
+            .invoke::<i64>(&mut *self.lock().map_err(failed)?)
+            .map(|_| ())
+            .map_err(failed)
     }
 }

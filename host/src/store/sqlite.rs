@@ -14,7 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The schema this build writes; older files are migrated step by step.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Each step takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -60,6 +60,8 @@ const MIGRATIONS: &[&str] = &[
          signature TEXT NOT NULL,
          PRIMARY KEY (kind, key)
      );",
+    // 4 -> 5: the nodes of a cluster that run each admitted agent.
+    "ALTER TABLE agents ADD COLUMN nodes TEXT NOT NULL DEFAULT '*';",
 ];
 
 /// A store in one SQLite file.
@@ -145,7 +147,8 @@ impl StructureStore for SqliteStore {
         let connection = self.lock();
         let mut statement = connection
             .prepare(
-                "SELECT name, listens, description, limits, sha256, component FROM agents ORDER BY name",
+                "SELECT name, listens, description, limits, sha256, component, nodes FROM agents \
+                 ORDER BY name",
             )
             .map_err(failed)?;
         let rows = statement
@@ -157,12 +160,14 @@ impl StructureStore for SqliteStore {
                     row.get::<_, String>(3)?,
                     row.get::<_, String>(4)?,
                     row.get::<_, Vec<u8>>(5)?,
+                    row.get::<_, String>(6)?,
                 ))
             })
             .map_err(failed)?;
         let mut agents = Vec::new();
         for row in rows {
-            let (name, listens, description, limits, sha256, component) = row.map_err(failed)?;
+            let (name, listens, description, limits, sha256, component, nodes) =
+                row.map_err(failed)?;
             agents.push(admitted_from_stored(
                 name,
                 &listens,
@@ -170,6 +175,7 @@ impl StructureStore for SqliteStore {
                 &limits,
                 &sha256,
                 component,
+                Some(&nodes),
             )?);
         }
         Ok(agents)
@@ -178,15 +184,17 @@ impl StructureStore for SqliteStore {
     fn save_agent(&self, agent: &AdmittedAgent) -> Result<(), StoreError> {
         self.lock()
             .execute(
-                "INSERT OR REPLACE INTO agents (name, listens, description, limits, sha256, component)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO agents
+                 (name, listens, description, limits, sha256, component, nodes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     agent.name,
                     agent.listens.join("\n"),
                     agent.description,
                     write_limits(&agent.limits),
                     ComponentHash::of(&agent.component).to_string(),
-                    agent.component
+                    agent.component,
+                    agent.nodes.to_string()
                 ],
             )
             .map_err(failed)?;
@@ -435,6 +443,7 @@ mod tests {
                 description: String::new(),
                 limits: AgentLimits::default(),
                 component: vec![1, 2, 3],
+                nodes: crate::privileged::Placement::All,
             })
             .unwrap();
         store
