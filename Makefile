@@ -168,6 +168,7 @@ bench: agent-tools agents pydeps
 	$(CARGO) bench -p agentserver
 	$(CARGO) bench -p agentserver-tests --bench federation_link
 	$(CARGO) bench -p agentserver-tests --bench cluster_hop
+	$(CARGO) bench -p agentserver-tests --bench cluster_scale
 
 FUZZ_SECONDS ?= 600
 ## xml_ingest (the XML core) or privileged_command (the signed-command reader).

@@ -21,10 +21,8 @@ const WARMUP: usize = 200;
 
 fn node(nats: &NatsServer, redis: &RedisServer, name: &str) -> String {
     format!(
-        "messages_per_second = 1000000\nmessage_burst = 1000000\n\
-         [storage]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"bench\"\n\
-         [cluster]\nnats_url = \"{}\"\nnode = \"{name}\"\n",
-        redis.url, nats.url
+        "messages_per_second = 1000000\nmessage_burst = 1000000\n{}",
+        agentserver_tests::cluster_node(nats, redis, "bench", name)
     )
 }
 
@@ -37,14 +35,15 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let a =
-            TestServer::start_with(&[("alice", &["echo"])], &[], &node(&nats, &redis, "a")).await;
-        let b = TestServer::start_with(
-            &[("bob", &["echo"])],
-            &[("echo", "echo", &["echo"])],
-            &node(&nats, &redis, "b"),
+        let a = TestServer::start_with(
+            &[("alice", &["echo"]), ("bob", &["echo"])],
+            &[],
+            &node(&nats, &redis, "a"),
         )
         .await;
+        let b = a
+            .start_node(&[("echo", "echo", &["echo"])], &node(&nats, &redis, "b"))
+            .await;
         let tag = agentserver::xml::Tag::new("echo");
         let start = Instant::now();
         while a.server().bus().table().listeners(&tag).is_empty() {
@@ -64,5 +63,44 @@ fn main() {
             (WARMUP, ROUNDS, BLOCK),
         )
         .await;
+        bare_nats_round_trip(&nats.url).await;
     });
+}
+
+/// The floor under a cluster hop: a 1 KiB NATS request and its reply
+/// through the same `nats-server`, between two clients of this process,
+/// with nothing else done.
+async fn bare_nats_round_trip(url: &str) {
+    use futures::StreamExt as _;
+    let responder = async_nats::connect(url).await.unwrap();
+    let requester = async_nats::connect(url).await.unwrap();
+    let mut requests = responder.subscribe("bench.echo").await.unwrap();
+    responder.flush().await.unwrap();
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            if let Some(reply) = request.reply {
+                let _ = responder.publish(reply, request.payload).await;
+            }
+        }
+    });
+    let payload = "x".repeat(1_024).into_bytes();
+    let mut times = Vec::with_capacity(ROUNDS);
+    for round in 0..WARMUP + ROUNDS {
+        let start = Instant::now();
+        requester
+            .request("bench.echo", payload.clone().into())
+            .await
+            .unwrap();
+        if round >= WARMUP {
+            times.push(start.elapsed());
+        }
+    }
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+    println!(
+        "\nbare NATS request and reply of 1 KiB through the same nats-server, {ROUNDS}: \
+         p50 {:.1} µs, p99 {:.1} µs",
+        at(0.5).as_secs_f64() * 1e6,
+        at(0.99).as_secs_f64() * 1e6
+    );
 }
