@@ -29,11 +29,7 @@ fn node(nats: &NatsServer, redis: &RedisServer, name: &str) -> String {
 fn main() {
     let nats = NatsServer::start();
     let redis = RedisServer::start();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = agentserver_tests::timing::runtime();
     runtime.block_on(async {
         let a = TestServer::start_with(
             &[("alice", &["echo"]), ("bob", &["echo"])],

@@ -79,11 +79,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = agentserver_tests::timing::runtime();
     runtime.block_on(async {
         let users: Vec<String> = (0..CLIENTS).map(|n| format!("u{n}")).collect();
         let users: Vec<(&str, &[&str])> = users

@@ -24,11 +24,7 @@ const WARMUP: usize = 200;
 const UNLIMITED: &str = "messages_per_second = 1000000\nmessage_burst = 1000000\n";
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = agentserver_tests::timing::runtime();
     runtime.block_on(async {
         let a = TestServer::start_with(
             &[("owner", &["echo"]), ("alice", &["echo"])],

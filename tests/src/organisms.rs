@@ -75,14 +75,8 @@ pub fn signed_record(
     server: &TestServer,
     command: &Command,
 ) -> agentserver::privileged::SignedRecord {
-    use base64::Engine as _;
     let signed = server.sign(&command.to_unsigned_document());
     let command = agentserver::privileged::SignedCommand::read(signed.as_bytes(), 1 << 20)
         .expect("a signed command reads back");
-    agentserver::privileged::SignedRecord {
-        id: command.id.clone(),
-        payload: command.payload.as_str().to_owned(),
-        signature: base64::engine::general_purpose::STANDARD
-            .encode(command.signature.expect("signed").to_bytes()),
-    }
+    command.to_record().expect("signed")
 }

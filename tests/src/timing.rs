@@ -5,6 +5,16 @@
 use agentserver::client::{Client, Received};
 use std::time::{Duration, Instant};
 
+/// The runtime the benchmarks run on: two worker threads, as the server's
+/// machine has two cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// Sends `message` and waits for its answer (a `<message>` frame).
 pub async fn round_trip(client: &mut Client, message: &str) -> Duration {
     let start = Instant::now();

@@ -281,12 +281,7 @@ mod tests {
         )
         .unwrap();
         let command = crate::privileged::SignedCommand::read(signed.as_bytes(), 1 << 20).unwrap();
-        let record = SignedRecord {
-            id: command.id.clone(),
-            payload: command.payload.as_str().to_owned(),
-            signature: base64::engine::general_purpose::STANDARD
-                .encode(command.signature.unwrap().to_bytes()),
-        };
+        let record = command.to_record().unwrap();
         let certificate = Certificate::verify(&record, &owner.verifying_key()).unwrap();
         assert!(certificate.covers(certificate.issued, Purpose::Audit));
         assert!(!certificate.covers(certificate.issued, Purpose::Federation));

@@ -594,7 +594,6 @@ mod tests {
     use crate::commit::{CertificateRequest, CheckpointSigner, NodeKey};
     use crate::privileged::SignedRecord;
     use crate::privileged::{sign, SignedCommand, SigningKey};
-    use base64::Engine as _;
     use std::sync::Arc;
     use std::time::{Duration, SystemTime};
 
@@ -615,12 +614,7 @@ mod tests {
         let document = format!("<payload>{}</payload>", request.to_xml());
         let signed = sign(document.as_bytes(), owner, now, Duration::from_secs(600)).unwrap();
         let command = SignedCommand::read(signed.as_bytes(), 1 << 20).unwrap();
-        SignedRecord {
-            id: command.id.clone(),
-            payload: command.payload.as_str().to_owned(),
-            signature: base64::engine::general_purpose::STANDARD
-                .encode(command.signature.unwrap().to_bytes()),
-        }
+        command.to_record().unwrap()
     }
 
     /// 20 messages, a checkpoint after every 6 entries and one on closing:
@@ -841,12 +835,7 @@ mod tests {
         let document = format!("<payload>{}</payload>", request.to_xml());
         let signed = sign(document.as_bytes(), owner, issued, Duration::from_secs(600)).unwrap();
         let command = SignedCommand::read(signed.as_bytes(), 1 << 20).unwrap();
-        SignedRecord {
-            id: command.id.clone(),
-            payload: command.payload.as_str().to_owned(),
-            signature: base64::engine::general_purpose::STANDARD
-                .encode(command.signature.unwrap().to_bytes()),
-        }
+        command.to_record().unwrap()
     }
 
     #[test]

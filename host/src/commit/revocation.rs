@@ -135,7 +135,6 @@ mod tests {
     use super::*;
     use crate::privileged::{sign, SignedCommand, SigningKey};
     use crate::xml::{canonicalize, Limits};
-    use base64::Engine as _;
 
     fn element(xml: &str) -> Element {
         let canonical = canonicalize(xml.as_bytes(), &Limits::default(), &[]).unwrap();
@@ -197,12 +196,7 @@ mod tests {
         )
         .unwrap();
         let command = SignedCommand::read(signed.as_bytes(), 1 << 20).unwrap();
-        let record = SignedRecord {
-            id: command.id.clone(),
-            payload: command.payload.as_str().to_owned(),
-            signature: base64::engine::general_purpose::STANDARD
-                .encode(command.signature.unwrap().to_bytes()),
-        };
+        let record = command.to_record().unwrap();
         let revocation = Revocation::verify(&record, &owner.verifying_key()).unwrap();
         assert_eq!(revocation.request, request);
         assert_eq!(revocation.issued, 1_800_000_000);

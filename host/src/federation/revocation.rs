@@ -292,7 +292,6 @@ mod tests {
     use crate::privileged::{
         sign, Command, MemoryStructureStore, OrganismKey, SignedCommand, SigningKey, StructureStore,
     };
-    use base64::Engine as _;
 
     /// `command` signed by `owner`, as kept.
     fn record(owner: &SigningKey, command: &Command) -> SignedRecord {
@@ -305,12 +304,7 @@ mod tests {
         )
         .unwrap();
         let command = SignedCommand::read(signed.as_bytes(), 1 << 20).unwrap();
-        SignedRecord {
-            id: command.id.clone(),
-            payload: command.payload.as_str().to_owned(),
-            signature: base64::engine::general_purpose::STANDARD
-                .encode(command.signature.unwrap().to_bytes()),
-        }
+        command.to_record().unwrap()
     }
 
     fn revoke(key_id: &str) -> Command {

@@ -48,7 +48,6 @@ use crate::bus::{
 use crate::commit::CertificateRequest;
 use crate::runtime::{AgentLimits, ComponentHash, Runtime};
 use crate::xml::{escape_attribute, escape_text, Tag};
-use base64::Engine as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -409,6 +408,16 @@ impl Privileged {
                 Ok(())
             }
             Command::NodeCertificate(request) => self.certify(signed, &request, now),
+            Command::NodeRevoke(_) | Command::Link(_) | Command::Unlink { .. } => {
+                self.change_federation(&command, signed)
+            }
+        }
+    }
+
+    /// The effect of a revocation, a link or an unlink, which every node
+    /// makes alike: on the federation's state, kept in the store.
+    fn change_federation(&self, command: &Command, signed: &SignedCommand) -> Result<(), Refused> {
+        match command {
             Command::NodeRevoke(_) => self
                 .federation
                 .apply_revocation(signed_record(signed)?)
@@ -417,7 +426,8 @@ impl Privileged {
                 .federation
                 .apply_link(signed_record(signed)?)
                 .map_err(Refused::Conflict),
-            Command::Unlink { peer } => self.federation.unlink(&peer).map_err(Refused::Conflict),
+            Command::Unlink { peer } => self.federation.unlink(peer).map_err(Refused::Conflict),
+            _ => Ok(()),
         }
     }
 
@@ -790,18 +800,11 @@ impl Privileged {
                 self.shutdown.send_replace(Some(mode));
                 Ok(())
             }
-            // A revoked key stops at once on every node, and every node
-            // tells its links' peers.
-            Command::NodeRevoke(_) => self
-                .federation
-                .apply_revocation(signed_record(signed)?)
-                .map_err(Refused::Conflict),
-            // Every node is a gateway of the organism's links.
-            Command::Link(_) => self
-                .federation
-                .apply_link(signed_record(signed)?)
-                .map_err(Refused::Conflict),
-            Command::Unlink { peer } => self.federation.unlink(&peer).map_err(Refused::Conflict),
+            // A revoked key stops at once on every node, and every node is
+            // a gateway of the organism's links.
+            Command::NodeRevoke(_) | Command::Link(_) | Command::Unlink { .. } => {
+                self.change_federation(&command, signed)
+            }
             // Kept in the shared store, which every node reads.
             Command::NodeCertificate(_) => Ok(()),
         }
@@ -876,12 +879,7 @@ impl std::fmt::Debug for Privileged {
 
 /// A checked command as kept: its canonical payload and signature.
 fn signed_record(signed: &SignedCommand) -> Result<SignedRecord, Refused> {
-    let signature = signed.signature.as_ref().ok_or(Refused::Unsigned)?;
-    Ok(SignedRecord {
-        id: signed.id.clone(),
-        payload: signed.payload.as_str().to_owned(),
-        signature: base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
-    })
+    signed.to_record().ok_or(Refused::Unsigned)
 }
 
 /// Whether `listener` stands for an agent another node of the cluster runs.

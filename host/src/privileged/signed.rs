@@ -142,6 +142,17 @@ impl SignedCommand {
         hex::encode(Sha256::digest(self.payload.as_bytes()))
     }
 
+    /// The command as kept: its canonical payload and signature (`None`
+    /// for an unsigned one).
+    pub fn to_record(&self) -> Option<super::SignedRecord> {
+        let signature = self.signature.as_ref()?;
+        Some(super::SignedRecord {
+            id: self.id.clone(),
+            payload: self.payload.as_str().to_owned(),
+            signature: base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
+        })
+    }
+
     /// Checks the signature with `key`: strict Ed25519 (no small-order keys,
     /// no non-canonical signatures) over the canonical payload.
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), Refused> {
