@@ -32,6 +32,23 @@ async fn sharing_users(nats: &NatsServer, redis: &RedisServer) -> (TestServer, T
     (a, b)
 }
 
+/// Node A (`echo`, users `owner` and `user`, who may send `tag`) and node
+/// B of the same organism, with no agents of its own.
+async fn owner_on_a_and_empty_b(
+    nats: &NatsServer,
+    redis: &RedisServer,
+    (user, tag): (&str, &str),
+) -> (TestServer, TestServer) {
+    let a = TestServer::start_with(
+        &[("owner", &["echo"]), (user, &[tag])],
+        &[("echo", "echo", &["echo"])],
+        &node(nats, redis, "a"),
+    )
+    .await;
+    let b = a.start_node(&[], &node(nats, redis, "b")).await;
+    (a, b)
+}
+
 /// `command` signed with `server`'s organism key under id `id`.
 fn signed(server: &TestServer, command: &Command, id: &str) -> String {
     server.sign(&command.to_unsigned_document().replacen(
@@ -233,22 +250,16 @@ async fn a_code_used_on_one_node_is_refused_on_another() {
 async fn an_agent_admitted_on_one_node_answers_clients_of_another() {
     let nats = NatsServer::start();
     let redis = RedisServer::start();
-    let a = TestServer::start_with(
-        &[("owner", &["echo"]), ("bob", &["twin"])],
-        &[("echo", "echo", &["echo"])],
-        &node(&nats, &redis, "a"),
-    )
-    .await;
-    let b = a.start_node(&[], &node(&nats, &redis, "b")).await;
+    let (a, b) = owner_on_a_and_empty_b(&nats, &redis, ("bob", "twin")).await;
     // A's owner admits `twin` (the echo component under another name) on A.
     let dir = tempfile::tempdir().unwrap();
     agentserver_tests::clients::signed_twin(&a, dir.path());
     let (mut owner, _) = a.login("owner").await;
-    owner
-        .send(&std::fs::read_to_string(dir.path().join("twin.xml")).unwrap())
-        .await
-        .unwrap();
-    let verdict = agentserver_tests::recv_until(&mut owner, "<privileged-result").await;
+    let verdict = apply(
+        &mut owner,
+        &std::fs::read_to_string(dir.path().join("twin.xml")).unwrap(),
+    )
+    .await;
     assert!(verdict.contains("applied"), "{verdict}");
     // B learns of it from A's next announcement and routes to it.
     until_listened(&b, "twin", true).await;
@@ -284,13 +295,7 @@ async fn login_failures_on_one_node_count_on_every_node() {
 async fn structure_applied_on_one_node_holds_on_every_node() {
     let nats = NatsServer::start();
     let redis = RedisServer::start();
-    let a = TestServer::start_with(
-        &[("owner", &["echo"]), ("carol", &["echo"])],
-        &[("echo", "echo", &["echo"])],
-        &node(&nats, &redis, "a"),
-    )
-    .await;
-    let b = a.start_node(&[], &node(&nats, &redis, "b")).await;
+    let (a, b) = owner_on_a_and_empty_b(&nats, &redis, ("carol", "echo")).await;
     let (mut owner, _) = a.login("owner").await;
 
     // Admitted through A, placed on B only: B runs it, A routes to it.
@@ -700,4 +705,74 @@ async fn make_cluster_serves_a_delegation_across_three_nodes() {
     );
     assert!(stdout.contains("<result>25</result>"), "{stdout}");
     assert!(stdout.contains("crossed three nodes"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_structural_change_published_on_nats_by_anyone_but_a_node_is_refused() {
+    let nats = NatsServer::start();
+    let redis = RedisServer::start();
+    let (a, b) = owner_on_a_and_empty_b(&nats, &redis, ("carol", "twin")).await;
+    let bytes = agent_bytes("echo");
+    let admission = Command::Register(Registration {
+        name: "twin".into(),
+        listens: vec!["twin".into()],
+        description: "An agent nobody admitted.".into(),
+        sha256: ComponentHash::of(&bytes),
+        component: ComponentSource::Inline(bytes),
+        limits: Default::default(),
+        nodes: Placement::All,
+    });
+    // Someone with access to NATS publishes, as if a node had applied them,
+    // an admission signed with another key, and one signed with the
+    // organism's key that no node applied (its id was never spent).
+    let stranger = agentserver::privileged::new_signing_key().unwrap();
+    let forged = agentserver_tests::sign_with(
+        &stranger,
+        &admission
+            .to_unsigned_document()
+            .replacen("<payload", "<payload id=\"forged\"", 1),
+    );
+    let unapplied = signed(&a, &admission, "never-applied");
+    let intruder = async_nats::connect(nats.url.as_str()).await.unwrap();
+    for document in [forged, unapplied] {
+        intruder
+            .publish("agentserver.structure.command.intruder", document.into())
+            .await
+            .unwrap();
+    }
+    intruder.flush().await.unwrap();
+
+    // Each node refuses both, audited with the reason, and runs nothing.
+    for server in [&a, &b] {
+        let start = Instant::now();
+        let refusals = loop {
+            let refusals: Vec<String> = server
+                .audit
+                .records()
+                .into_iter()
+                .filter(|r| r.from == "node intruder")
+                .map(|r| r.canonical)
+                .collect();
+            if refusals.len() == 2 {
+                break refusals;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "refusals audited: {refusals:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            refusals[0].contains("status=\"refused\"") && refusals[0].contains("signature"),
+            "{}",
+            refusals[0]
+        );
+        assert!(
+            refusals[1].contains("status=\"refused\"") && refusals[1].contains("no node"),
+            "{}",
+            refusals[1]
+        );
+        let twin = agentserver::bus::AgentName::new("twin").unwrap();
+        assert!(server.server().bus().table().agent(&twin).is_none());
+    }
 }

@@ -75,12 +75,19 @@ fn command_ids_are_single_use_on_every_backend() {
         assert!(ids.claim_command_id("a", 100, 10).unwrap(), "{name}");
         assert!(!ids.claim_command_id("a", 100, 10).unwrap(), "{name}");
         assert!(ids.claim_command_id("b", 100, 10).unwrap(), "{name}");
+        // Only an id marked as applied reads so; an unclaimed one cannot be.
+        ids.mark_applied("a").unwrap();
+        ids.mark_applied("unclaimed").unwrap();
+        assert!(ids.was_applied("a").unwrap(), "{name}");
+        assert!(!ids.was_applied("b").unwrap(), "{name}");
+        assert!(!ids.was_applied("unclaimed").unwrap(), "{name}");
         if ids.is_persistent() {
             let reopened = Stores::open(&config, dir.path()).unwrap();
             assert!(
                 !reopened.structure.claim_command_id("a", 100, 20).unwrap(),
                 "{name}"
             );
+            assert!(reopened.structure.was_applied("a").unwrap(), "{name}");
         }
     }
 }

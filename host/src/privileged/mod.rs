@@ -305,20 +305,40 @@ impl Privileged {
                 .runtime
                 .load_component(&admitted.component)
                 .map_err(|e| Refused::Component(format!("agent `{}`: {e}", admitted.name)))?;
-            let agent = self
-                .runtime
-                .agent(&admitted.name, component, admitted.limits.clone())
-                .map_err(|e| Refused::Invalid(e.to_string()))?;
-            self.bus
-                .register(listener(
-                    &admitted.name,
-                    &admitted.listens,
-                    &admitted.description,
-                    agent,
-                )?)
-                .map_err(|e| Refused::Conflict(format!("agent `{}`: {e}", admitted.name)))?;
+            self.run_admitted(admitted, component)?;
         }
         Ok(agents.len())
+    }
+
+    /// Runs admitted agent `admitted` here, on its compiled `component`;
+    /// a listener that stood for it on another node of the cluster gives
+    /// way.
+    fn run_admitted(
+        &self,
+        admitted: &AdmittedAgent,
+        component: Arc<crate::runtime::AgentComponent>,
+    ) -> Result<(), Refused> {
+        let agent = self
+            .runtime
+            .agent(&admitted.name, component, admitted.limits.clone())
+            .map_err(|e| Refused::Invalid(e.to_string()))?;
+        let name = agent_name(&admitted.name)?;
+        if self
+            .bus
+            .table()
+            .agent(&name)
+            .is_some_and(|listed| served_by_another_node(listed))
+        {
+            let _ = self.bus.remove(&name);
+        }
+        self.bus
+            .register(listener(
+                &admitted.name,
+                &admitted.listens,
+                &admitted.description,
+                agent,
+            )?)
+            .map_err(|e| Refused::Conflict(format!("agent `{}`: {e}", admitted.name)))
     }
 
     /// Checks `input` (a `<privileged-command>`) and applies it if it holds.
@@ -328,6 +348,11 @@ impl Privileged {
         match &verdict.outcome {
             Ok(()) => {
                 tracing::info!(id = ?verdict.id, from = %carrier.from, "privileged command applied");
+                if let Some(id) = &verdict.id {
+                    if let Err(error) = self.store.mark_applied(id) {
+                        tracing::error!(%id, %error, "the command took effect, but the other nodes cannot follow it");
+                    }
+                }
                 // Nobody listening (no cluster) is not an error.
                 let _ = self.changes.send(StructureChange::Command(input.into()));
             }
@@ -765,15 +790,14 @@ impl Privileged {
         let key = self.config.key.as_ref().ok_or(Refused::NoIdentity)?;
         signed.verify(key.verifying_key())?;
         let command = Command::read(&signed.payload_tree)?;
-        let now = time::unix_seconds(SystemTime::now());
         let _turn = self.one_at_a_time.lock().await;
-        // A command another node applied has its id claimed in the shared
-        // store; one that claims fresh here was never applied.
-        let fresh = self
+        // The node that applied it marked its id so in the shared store;
+        // a command refused there, or never carried to a node, is not.
+        let applied = self
             .store
-            .claim_command_id(&signed.id, signed.expires + CLOCK_SKEW.as_secs(), now)
+            .was_applied(&signed.id)
             .map_err(|e| Refused::Storage(e.to_string()))?;
-        if fresh {
+        if !applied {
             return Err(Refused::Invalid(
                 "no node of the organism applied this command".into(),
             ));
@@ -838,23 +862,7 @@ impl Privileged {
             .await
             .map_err(|_| Refused::Component("compiling the component failed".into()))?
             .map_err(|e| Refused::Component(e.to_string()))?;
-        let agent = self
-            .runtime
-            .agent(name.as_str(), component, admitted.limits.clone())
-            .map_err(|e| Refused::Invalid(e.to_string()))?;
-        if let Some(listed) = self.bus.table().agent(&name) {
-            if served_by_another_node(listed) {
-                let _ = self.bus.remove(&name);
-            }
-        }
-        self.bus
-            .register(listener(
-                &admitted.name,
-                &admitted.listens,
-                &admitted.description,
-                agent,
-            )?)
-            .map_err(|e| Refused::Conflict(e.to_string()))
+        self.run_admitted(&admitted, component)
     }
 
     fn checked_limits(&self, limits: AgentLimits) -> Result<AgentLimits, Refused> {

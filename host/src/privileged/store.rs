@@ -79,6 +79,14 @@ pub trait StructureStore: Send + Sync {
     /// expired before `now` may be forgotten.
     fn claim_command_id(&self, id: &str, expires: u64, now: u64) -> Result<bool, StoreError>;
 
+    /// Records that the command of claimed id `id` took effect (for as
+    /// long as the id is kept), so that the other nodes of a cluster follow
+    /// it; a claimed id whose command was refused is not marked.
+    fn mark_applied(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Whether [`StructureStore::mark_applied`] recorded `id`.
+    fn was_applied(&self, id: &str) -> Result<bool, StoreError>;
+
     /// Every admitted agent, by name.
     fn admitted_agents(&self) -> Result<Vec<AdmittedAgent>, StoreError>;
 
@@ -127,6 +135,7 @@ pub struct MemoryStructureStore {
 #[derive(Debug, Default)]
 struct Memory {
     ids: HashMap<String, u64>,
+    applied: std::collections::HashSet<String>,
     agents: BTreeMap<String, AdmittedAgent>,
     signed: BTreeMap<(SignedKind, String), SignedRecord>,
 }
@@ -146,11 +155,25 @@ impl StructureStore for MemoryStructureStore {
     fn claim_command_id(&self, id: &str, expires: u64, now: u64) -> Result<bool, StoreError> {
         let mut memory = self.lock();
         memory.ids.retain(|_, until| *until >= now);
+        let Memory { ids, applied, .. } = &mut *memory;
+        applied.retain(|id| ids.contains_key(id));
         if memory.ids.contains_key(id) {
             return Ok(false);
         }
         memory.ids.insert(id.to_owned(), expires);
         Ok(true)
+    }
+
+    fn mark_applied(&self, id: &str) -> Result<(), StoreError> {
+        let mut memory = self.lock();
+        if memory.ids.contains_key(id) {
+            memory.applied.insert(id.to_owned());
+        }
+        Ok(())
+    }
+
+    fn was_applied(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().applied.contains(id))
     }
 
     fn admitted_agents(&self) -> Result<Vec<AdmittedAgent>, StoreError> {

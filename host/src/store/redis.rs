@@ -269,6 +269,24 @@ impl StructureStore for RedisStore {
         Ok(set.is_some())
     }
 
+    fn mark_applied(&self, id: &str) -> Result<(), StoreError> {
+        redis::cmd("SET")
+            .arg(self.key(&["command", id]))
+            .arg("applied")
+            .arg("XX")
+            .arg("KEEPTTL")
+            .query::<()>(&mut *self.lock().map_err(failed)?)
+            .map_err(failed)
+    }
+
+    fn was_applied(&self, id: &str) -> Result<bool, StoreError> {
+        let value: Option<String> = redis::cmd("GET")
+            .arg(self.key(&["command", id]))
+            .query(&mut *self.lock().map_err(failed)?)
+            .map_err(failed)?;
+        Ok(value.as_deref() == Some("applied"))
+    }
+
     fn admitted_agents(&self) -> Result<Vec<AdmittedAgent>, StoreError> {
         let mut connection = self.lock().map_err(failed)?;
         let mut names: Vec<String> = connection.smembers(self.key(&["agents"])).map_err(failed)?;

@@ -60,8 +60,10 @@ const MIGRATIONS: &[&str] = &[
          signature TEXT NOT NULL,
          PRIMARY KEY (kind, key)
      );",
-    // 4 -> 5: the nodes of a cluster that run each admitted agent.
-    "ALTER TABLE agents ADD COLUMN nodes TEXT NOT NULL DEFAULT '*';",
+    // 4 -> 5: the nodes of a cluster that run each admitted agent, and
+    // which used command ids took effect.
+    "ALTER TABLE agents ADD COLUMN nodes TEXT NOT NULL DEFAULT '*';
+     ALTER TABLE command_ids ADD COLUMN applied INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// A store in one SQLite file.
@@ -141,6 +143,29 @@ impl StructureStore for SqliteStore {
             .map_err(failed)?;
         transaction.commit().map_err(failed)?;
         Ok(inserted == 1)
+    }
+
+    fn mark_applied(&self, id: &str) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "UPDATE command_ids SET applied = 1 WHERE id = ?1",
+                params![id],
+            )
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    fn was_applied(&self, id: &str) -> Result<bool, StoreError> {
+        let applied: Option<i64> = self
+            .lock()
+            .query_row(
+                "SELECT applied FROM command_ids WHERE id = ?1",
+                params![id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(failed)?;
+        Ok(applied == Some(1))
     }
 
     fn admitted_agents(&self) -> Result<Vec<AdmittedAgent>, StoreError> {
