@@ -87,17 +87,7 @@ async fn until_local(server: &TestServer, name: &str, local: bool) {
 
 /// The next frame that is not a catalog, within `limit`.
 async fn answer(client: &mut Client, limit: Duration) -> String {
-    tokio::time::timeout(limit, async {
-        loop {
-            match client.receive().await {
-                Ok(Received::Text(frame)) if !frame.starts_with("<catalog") => return frame,
-                Ok(Received::Text(_)) => {}
-                other => panic!("expected a frame, got {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("an answer in time")
+    agentserver_tests::next_answer(client, limit, "an answer in time").await
 }
 
 /// Waits until A's routing table has (or has not) a listener for `tag`.

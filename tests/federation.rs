@@ -163,17 +163,12 @@ async fn a_link_only_one_owner_signed_carries_nothing() {
     assert!(verdict.contains("applied"), "{verdict}");
     let (mut alice, _) = a.login("alice").await;
     alice.send("<calculate>2+2</calculate>").await.unwrap();
-    let failed = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match alice.receive().await {
-                Ok(Received::Text(frame)) if !frame.starts_with("<catalog") => return frame,
-                Ok(Received::Text(_)) => {}
-                other => panic!("expected a frame, got {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("the message fails within the queue wait");
+    let failed = agentserver_tests::next_answer(
+        &mut alice,
+        Duration::from_secs(20),
+        "the message fails within the queue wait",
+    )
+    .await;
     assert!(
         failed.contains("agent-failed") && failed.contains("down"),
         "{failed}"
@@ -652,17 +647,12 @@ async fn a_node_key_revoked_by_its_owner_is_refused_at_once_over_the_open_link()
     // B's own server signs nothing more: A's users cannot reach B's
     // calculator until B has a new node key.
     alice.send("<calculate>2+2</calculate>").await.unwrap();
-    let failed = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match alice.receive().await {
-                Ok(Received::Text(frame)) if !frame.starts_with("<catalog") => return frame,
-                Ok(Received::Text(_)) => {}
-                other => panic!("expected a frame, got {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("the message fails within the queue wait");
+    let failed = agentserver_tests::next_answer(
+        &mut alice,
+        Duration::from_secs(20),
+        "the message fails within the queue wait",
+    )
+    .await;
     assert!(failed.contains("agent-failed"), "{failed}");
 
     // A fresh node key B's owner certifies speaks for B again.

@@ -423,6 +423,27 @@ impl TestServer {
     }
 }
 
+/// The next frame that is not a catalog, within `limit`; panics when none
+/// comes, naming `waited_for`.
+pub async fn next_answer(
+    client: &mut agentserver::client::Client,
+    limit: std::time::Duration,
+    waited_for: &str,
+) -> String {
+    use agentserver::client::Received;
+    tokio::time::timeout(limit, async {
+        loop {
+            match client.receive().await {
+                Ok(Received::Text(frame)) if !frame.starts_with("<catalog") => return frame,
+                Ok(Received::Text(_)) => {}
+                other => panic!("expected a frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{waited_for}"))
+}
+
 /// The thread a `<message>` frame names.
 pub fn thread_of(frame: &str) -> String {
     frame
