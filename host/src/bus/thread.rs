@@ -337,7 +337,7 @@ impl BusInner {
         match result {
             Ok(emitted) => {
                 for raw in emitted {
-                    if !self.emit(thread, agent, &raw, &hop.repairs, hop.depth + 1, false) {
+                    if !self.emit(thread, agent, raw, &hop.repairs, hop.depth + 1, false) {
                         break;
                     }
                 }
@@ -372,12 +372,12 @@ impl BusInner {
         self: &Arc<Self>,
         thread: &Arc<ThreadState>,
         agent: &AgentName,
-        raw: &str,
+        raw: String,
         cause_repairs: &[String],
         depth: u32,
         now: bool,
     ) -> bool {
-        let ingested = match crate::xml::ingest(raw.as_bytes(), &self.config.xml) {
+        let ingested = match crate::xml::ingest_owned(raw, &self.config.xml) {
             Ok(ingested) => ingested,
             Err(error) => {
                 let reason = format!("emitted XML that cannot be repaired: {error}");
@@ -619,7 +619,7 @@ struct ThreadEmitter {
 }
 
 impl Emitter for ThreadEmitter {
-    fn emit(&self, payload: &str) {
+    fn emit(&self, payload: String) {
         self.bus.emit(
             &self.thread,
             &self.agent,

@@ -39,7 +39,7 @@ pub(crate) enum GuestLimit {
 /// routes it on the call's thread at once.
 pub trait Emitter: Send + Sync {
     /// Takes one payload, as the guest wrote it.
-    fn emit(&self, payload: &str);
+    fn emit(&self, payload: String);
 }
 
 /// Storage granted to an agent: the grant and the backend.
@@ -160,7 +160,7 @@ impl InstanceState {
             return Err(GuestLimit::EmittedBytes.into());
         }
         match &call.emitter {
-            Some(emitter) => emitter.emit(&payload),
+            Some(emitter) => emitter.emit(payload),
             None => call.held.push(payload),
         }
         Ok(())

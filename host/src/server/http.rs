@@ -105,10 +105,11 @@ pub(crate) async fn handle(
             .saturating_mul(4)
             .max(state.max_command_bytes);
         // Small I/O buffers: an idle connection should cost kilobytes, not
-        // the 128 KiB read buffer tungstenite starts with; frames larger
+        // the 128 KiB read buffer tungstenite starts with, and tungstenite
+        // zeroes the buffer's free room before every read; frames larger
         // than the buffer are still read, in several steps.
         let config = WebSocketConfig::default()
-            .read_buffer_size(8 << 10)
+            .read_buffer_size(4 << 10)
             .write_buffer_size(0)
             .max_message_size(Some(cap))
             .max_frame_size(Some(cap));

@@ -12,25 +12,29 @@
 //! Anything else (a `>` in text, an attribute, one non-ASCII byte) returns
 //! `None` and takes the full path.
 
-use super::{CanonicalXml, Limits, Tag};
+use super::Limits;
+use std::ops::Range;
 
-/// `text` as its own canonical form, if it has the simple shape above.
-pub(super) fn already_canonical(text: &str, limits: &Limits) -> Option<CanonicalXml> {
+/// Elements open at once that this path follows; deeper input takes the
+/// full path.
+const MAX_OPEN: usize = 64;
+
+/// Where the root element's name is in `text`, if `text` has the simple
+/// shape above (and so is its own canonical form).
+pub(super) fn simple_root(text: &str, limits: &Limits) -> Option<Range<usize>> {
     let bytes = text.as_bytes();
     // The names of the open elements, as ranges of `bytes`.
-    let mut open: Vec<(usize, usize)> = Vec::new();
+    let mut open = [(0usize, 0usize); MAX_OPEN];
+    let mut depth = 0usize;
     let mut root: Option<(usize, usize)> = None;
     let mut at = 0;
     while at < bytes.len() {
         if bytes[at] != b'<' {
             // Text is only allowed inside the element.
-            if open.is_empty() {
+            if depth == 0 {
                 return None;
             }
-            at += bytes[at..]
-                .iter()
-                .position(|&byte| !PLAIN_TEXT[usize::from(byte)])
-                .unwrap_or(bytes.len() - at);
+            at += plain_text_length(&bytes[at..]);
             if at < bytes.len() && bytes[at] != b'<' {
                 return None;
             }
@@ -44,30 +48,50 @@ pub(super) fn already_canonical(text: &str, limits: &Limits) -> Option<Canonical
         }
         let name = (name_start, name_end);
         if closing {
-            let (start, end) = open.pop()?;
+            depth = depth.checked_sub(1)?;
+            let (start, end) = open[depth];
             if bytes[start..end] != bytes[name_start..name_end] {
                 return None;
             }
         } else {
             // One root element, within the depth limit.
-            if open.is_empty() && root.is_some() || open.len() >= limits.max_depth {
+            if depth == 0 && root.is_some() || depth >= limits.max_depth.min(MAX_OPEN) {
                 return None;
             }
-            if open.is_empty() {
+            if depth == 0 {
                 root = Some(name);
             }
-            open.push(name);
+            open[depth] = name;
+            depth += 1;
         }
         at = name_end + 1;
     }
     let (start, end) = root?;
-    if !open.is_empty() {
-        return None;
+    (depth == 0).then_some(start..end)
+}
+
+/// How many bytes `bytes` starts with that [`PLAIN_TEXT`] keeps. Whole
+/// blocks are checked first without an early exit, which the compiler
+/// turns into vector instructions; text is mostly plain.
+fn plain_text_length(bytes: &[u8]) -> usize {
+    const BLOCK: usize = 32;
+    let plain = |byte: u8| {
+        (byte.wrapping_sub(b' ') < (b'~' - b' ' + 1) && !matches!(byte, b'<' | b'>' | b'&'))
+            || byte == b'\t'
+            || byte == b'\n'
+    };
+    let mut length = 0;
+    for block in bytes.chunks_exact(BLOCK) {
+        if !block.iter().fold(true, |all, &byte| all & plain(byte)) {
+            break;
+        }
+        length += BLOCK;
     }
-    Some(CanonicalXml {
-        text: text.to_owned(),
-        tag: Tag::new(&text[start..end]),
-    })
+    length
+        + bytes[length..]
+            .iter()
+            .position(|&byte| !PLAIN_TEXT[usize::from(byte)])
+            .unwrap_or(bytes.len() - length)
 }
 
 /// The bytes canonical text keeps as they are, in the ASCII this path
@@ -101,7 +125,44 @@ fn name_length(bytes: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xml::ingest;
+    use crate::xml::{ingest, ingest_owned, CanonicalXml, Ingested};
+
+    /// `text` as its own payload, if it takes this path.
+    fn already_canonical(text: &str, limits: &Limits) -> Option<CanonicalXml> {
+        let root = simple_root(text, limits)?;
+        Some(Ingested::one(text.to_owned(), root).payloads.remove(0))
+    }
+
+    #[test]
+    fn owned_text_is_ingested_as_borrowed_text_is() {
+        let limits = Limits {
+            max_input_bytes: 64,
+            ..Limits::default()
+        };
+        for text in [
+            "<echo>hello, agent</echo>",
+            "\u{FEFF}<echo>after a byte order mark</echo>",
+            "<a x='1'>fish &amp; chips</a>",
+            "<a>unclosed",
+            "<a></a><b></b>",
+            "<?pi?><a></a>",
+            "",
+            "<a>far too long for the limit set here, which is sixty-four bytes</a>",
+        ] {
+            let borrowed = ingest(text.as_bytes(), &limits);
+            let owned = ingest_owned(text.to_owned(), &limits);
+            match (borrowed, owned) {
+                (Ok(borrowed), Ok(owned)) => {
+                    assert_eq!(borrowed.payloads, owned.payloads, "{text:?}");
+                    assert_eq!(borrowed.repairs, owned.repairs, "{text:?}");
+                }
+                (Err(borrowed), Err(owned)) => {
+                    assert_eq!(borrowed.to_string(), owned.to_string(), "{text:?}")
+                }
+                (borrowed, owned) => panic!("{text:?}: {borrowed:?} but {owned:?}"),
+            }
+        }
+    }
 
     /// What the full path makes of `text`: its one payload, if it is clean
     /// and has exactly one.
@@ -127,8 +188,51 @@ mod tests {
         ] {
             let fast = already_canonical(text, &limits).expect(text);
             assert_eq!(Some(&fast), full_path(text, &limits).as_ref(), "{text}");
-            assert_eq!(ingest(text.as_bytes(), &limits).unwrap().payloads, [fast]);
+            assert_eq!(
+                &ingest(text.as_bytes(), &limits).unwrap().payloads[..],
+                [fast]
+            );
         }
+    }
+
+    #[test]
+    fn plain_text_ends_where_the_table_says_at_any_position() {
+        let by_table = |bytes: &[u8]| {
+            bytes
+                .iter()
+                .position(|&byte| !PLAIN_TEXT[usize::from(byte)])
+                .unwrap_or(bytes.len())
+        };
+        for length in [0, 1, 31, 32, 33, 64, 100] {
+            let plain = "ab\tc\nd e".repeat(20)[..length].to_owned();
+            assert_eq!(plain_text_length(plain.as_bytes()), length);
+            for stop in ["<", ">", "&", "\r", "\u{7f}", "\u{e9}", "\0"] {
+                for at in 0..=length {
+                    let text = format!("{}{stop}{}", &plain[..at], &plain[at..]);
+                    assert_eq!(
+                        plain_text_length(text.as_bytes()),
+                        by_table(text.as_bytes()),
+                        "{text:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_past_what_this_path_follows_is_left_to_the_full_path() {
+        let limits = Limits {
+            max_depth: MAX_OPEN + 10,
+            ..Limits::default()
+        };
+        let nested = |depth: usize| format!("{}x{}", "<a>".repeat(depth), "</a>".repeat(depth));
+        assert!(already_canonical(&nested(MAX_OPEN), &limits).is_some());
+        let deeper = nested(MAX_OPEN + 1);
+        assert!(already_canonical(&deeper, &limits).is_none());
+        assert_eq!(
+            &ingest(deeper.as_bytes(), &limits).unwrap().payloads[..],
+            [full_path(&deeper, &limits).unwrap()]
+        );
     }
 
     #[test]

@@ -164,11 +164,14 @@ pub fn canonicalize_subtree(
         .ok_or_else(|| XmlError::malformed("the selected element is not there"))
 }
 
+/// The payloads of one ingested message: nearly always one, kept inline.
+pub type Payloads = smallvec::SmallVec<[CanonicalXml; 1]>;
+
 /// What [`ingest`] made of one input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ingested {
     /// Each top-level element, canonicalized on its own.
-    pub payloads: Vec<CanonicalXml>,
+    pub payloads: Payloads,
     /// What was repaired to get there (empty for clean input).
     pub repairs: Vec<Repair>,
 }
@@ -178,12 +181,42 @@ pub struct Ingested {
 /// element. Processing instructions are refused.
 pub fn ingest(input: &[u8], limits: &Limits) -> Result<Ingested, XmlError> {
     let text = check_input(input, limits)?;
-    if let Some(payload) = fast::already_canonical(text, limits) {
-        return Ok(Ingested {
-            payloads: vec![payload],
-            repairs: Vec::new(),
+    if let Some(root) = fast::simple_root(text, limits) {
+        return Ok(Ingested::one(text.to_owned(), root));
+    }
+    ingest_in_full(text, limits)
+}
+
+/// [`ingest`] of text the caller gives up: a message already in canonical
+/// form becomes its payload without being copied (what an agent emits
+/// usually is).
+pub fn ingest_owned(text: String, limits: &Limits) -> Result<Ingested, XmlError> {
+    if text.len() > limits.max_input_bytes {
+        return Err(XmlError::TooLarge {
+            size: text.len(),
+            limit: limits.max_input_bytes,
         });
     }
+    if let Some(root) = fast::simple_root(&text, limits) {
+        return Ok(Ingested::one(text, root));
+    }
+    ingest_in_full(check_input(text.as_bytes(), limits)?, limits)
+}
+
+impl Ingested {
+    /// `text`, already canonical, as the one payload, its root element's
+    /// name at `root`.
+    fn one(text: String, root: std::ops::Range<usize>) -> Ingested {
+        let tag = Tag::recent(&text[root]);
+        Ingested {
+            payloads: smallvec::smallvec![CanonicalXml { text, tag }],
+            repairs: Vec::new(),
+        }
+    }
+}
+
+/// [`ingest`] past its fast path: the full canonicalizer, and repair.
+fn ingest_in_full(text: &str, limits: &Limits) -> Result<Ingested, XmlError> {
     let strict = |text: &str| {
         c14n::canonicalize(
             text,
@@ -198,7 +231,7 @@ pub fn ingest(input: &[u8], limits: &Limits) -> Result<Ingested, XmlError> {
     let first_error = match strict(text) {
         Ok(payloads) if !payloads.is_empty() => {
             return Ok(Ingested {
-                payloads,
+                payloads: payloads.into(),
                 repairs: Vec::new(),
             })
         }
@@ -216,12 +249,20 @@ pub fn ingest(input: &[u8], limits: &Limits) -> Result<Ingested, XmlError> {
     if payloads.is_empty() {
         return Err(XmlError::malformed("no element"));
     }
-    Ok(Ingested { payloads, repairs })
+    Ok(Ingested {
+        payloads: payloads.into(),
+        repairs,
+    })
 }
 
 /// Appends `value` to `out` escaped as exclusive C14N writes an attribute
 /// value (`&`, `<`, `"`, tab, newline and carriage return as references).
 pub fn escape_attribute(out: &mut String, value: &str) {
+    let needs = |byte: u8| matches!(byte, b'&' | b'<' | b'"' | b'\t' | b'\n' | b'\r');
+    if !text::any_byte(value, needs) {
+        out.push_str(value);
+        return;
+    }
     escape(out, value, |byte| match byte {
         b'&' => Some("&amp;"),
         b'<' => Some("&lt;"),
@@ -236,6 +277,11 @@ pub fn escape_attribute(out: &mut String, value: &str) {
 /// Appends `text` to `out` escaped as exclusive C14N writes character data
 /// (`&`, `<`, `>` and carriage return as references).
 pub fn escape_text(out: &mut String, text: &str) {
+    let needs = |byte: u8| matches!(byte, b'&' | b'<' | b'>' | b'\r');
+    if !text::any_byte(text, needs) {
+        out.push_str(text);
+        return;
+    }
     escape(out, text, |byte| match byte {
         b'&' => Some("&amp;"),
         b'<' => Some("&lt;"),

@@ -35,6 +35,32 @@ impl Tag {
         Tag(clark.into())
     }
 
+    /// [`Tag::new`], sharing the text of a tag this OS thread made
+    /// recently: the tags of a server's traffic are few, and each message
+    /// otherwise allocates its tag anew.
+    pub(crate) fn recent(clark: &str) -> Self {
+        use std::cell::RefCell;
+        /// Tags remembered per OS thread.
+        const RECENT: usize = 8;
+        thread_local! {
+            static MADE: RefCell<([Option<Tag>; RECENT], usize)> =
+                const { RefCell::new(([const { None }; RECENT], 0)) };
+        }
+        MADE.with(|made| {
+            let Ok(mut made) = made.try_borrow_mut() else {
+                return Tag::new(clark);
+            };
+            let (tags, next) = &mut *made;
+            if let Some(tag) = tags.iter().flatten().find(|tag| tag.as_str() == clark) {
+                return tag.clone();
+            }
+            let tag = Tag::new(clark);
+            tags[*next] = Some(tag.clone());
+            *next = (*next + 1) % RECENT;
+            tag
+        })
+    }
+
     /// A tag from Clark-notation text written by a person or a command,
     /// checked: `local` or `{namespace}local`, where `local` is an XML name
     /// without a colon and the namespace is not empty. `None` otherwise.

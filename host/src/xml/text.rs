@@ -89,10 +89,29 @@ pub(crate) fn resolve_reference(body: &str) -> Result<char, XmlError> {
         .ok_or_else(|| XmlError::malformed("character reference to a character XML does not allow"))
 }
 
+/// Whether any byte of `text` is one `needs` picks, looked for a block of
+/// bytes at a time without an early exit, so that the compiler checks each
+/// block with vector instructions. Most values need no escaping, and this
+/// is then the whole cost of writing them.
+pub(crate) fn any_byte(text: &str, needs: impl Fn(u8) -> bool) -> bool {
+    const BLOCK: usize = 32;
+    let mut blocks = text.as_bytes().chunks_exact(BLOCK);
+    for block in blocks.by_ref() {
+        if block.iter().fold(false, |found, &byte| found | needs(byte)) {
+            return true;
+        }
+    }
+    blocks.remainder().iter().any(|&byte| needs(byte))
+}
+
 /// Appends `text` (already free of references) with line ends normalized
 /// (`\r\n` and lone `\r` become `\n`), escaped as canonical character data.
 pub(crate) fn push_text(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
+    if !any_byte(text, |byte| matches!(byte, b'&' | b'<' | b'>' | b'\r')) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
@@ -237,5 +256,56 @@ pub(crate) fn attribute_value(raw: &str) -> Result<String, XmlError> {
 pub(crate) fn push_escaped_attribute(out: &mut Vec<u8>, value: &str) {
     for c in value.chars() {
         push_attribute_char(out, c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::any_byte;
+    use crate::xml::{escape_attribute, escape_text};
+
+    /// What escaping must give: every byte looked at one by one.
+    fn escaped_by_hand(text: &str, attribute: bool) -> String {
+        let mut out = String::new();
+        for c in text.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' if !attribute => out.push_str("&gt;"),
+                '"' if attribute => out.push_str("&quot;"),
+                '\t' if attribute => out.push_str("&#x9;"),
+                '\n' if attribute => out.push_str("&#xA;"),
+                '\r' => out.push_str("&#xD;"),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_byte_to_escape_is_found_wherever_it_is() {
+        for length in [0, 1, 15, 16, 17, 31, 32, 33, 70] {
+            let plain: String = "abc é-1 ".chars().cycle().take(length).collect();
+            let needs = |byte: u8| byte == b'&';
+            assert!(!any_byte(&plain, needs), "{plain:?}");
+            let chars: Vec<char> = plain.chars().collect();
+            for at in 0..=chars.len() {
+                for special in ['&', '<', '>', '"', '\t', '\n', '\r'] {
+                    let mut text: String = chars[..at].iter().collect();
+                    text.push(special);
+                    text.extend(&chars[at..]);
+                    assert_eq!(any_byte(&text, needs), special == '&', "{text:?}");
+                    for attribute in [false, true] {
+                        let mut out = String::from("x");
+                        if attribute {
+                            escape_attribute(&mut out, &text);
+                        } else {
+                            escape_text(&mut out, &text);
+                        }
+                        assert_eq!(out, format!("x{}", escaped_by_hand(&text, attribute)));
+                    }
+                }
+            }
+        }
     }
 }
