@@ -158,6 +158,37 @@ async fn agent_spinning_past_its_wall_time_is_stopped() {
     hostile_call_ends_with("spin", limits, CallError::Timeout { timeout_ms: 200 }).await;
 }
 
+/// The epoch ticker sleeps while no guest runs; a guest that spins right
+/// after a long quiet spell must still be interrupted at its wall time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_spinning_after_an_idle_spell_is_stopped() {
+    let runtime = std::sync::Arc::new(Runtime::new(small_runtime_config()).expect("runtime"));
+    let hostile = runtime
+        .agent(
+            "hostile",
+            runtime
+                .load_component_file(&agent_wasm("hostile"))
+                .expect("load"),
+            AgentLimits {
+                fuel: u64::MAX / 2,
+                timeout_ms: 200,
+                ..AgentLimits::default()
+            },
+        )
+        .expect("agent");
+    assert_eq!(
+        call(&hostile, "quiet", "ok", "<ok/>").await.unwrap(),
+        ["<ok/>"]
+    );
+    // Long enough for the ticker to park (100 ticks of 1 ms without a guest).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spinning = tokio::spawn(async move { call(&hostile, "quiet", "spin", "<spin/>").await });
+    let ended = tokio::time::timeout(Duration::from_secs(30), spinning)
+        .await
+        .expect("the spinning guest was interrupted");
+    assert_eq!(ended.unwrap(), Err(CallError::Timeout { timeout_ms: 200 }));
+}
+
 #[tokio::test]
 async fn agent_sleeping_past_its_wall_time_is_stopped() {
     let limits = AgentLimits {

@@ -32,6 +32,7 @@
 
 use super::bindings::{AgentWorld, Envelope, Failure};
 use super::components::{describe, AgentComponent};
+use super::engine::GuestActivity;
 use super::error::{CallError, GuestFailure};
 use super::limits::AgentLimits;
 use super::output::GuestOutput;
@@ -137,6 +138,8 @@ pub struct Agent {
     component: Arc<AgentComponent>,
     limits: AgentLimits,
     engine: Engine,
+    /// Told when this agent's guest code runs, so that the epoch ticks.
+    activity: Arc<GuestActivity>,
     slots: Mutex<HashMap<SessionKey, Arc<tokio::sync::Mutex<Slot>>>>,
     permits: Semaphore,
     admitted: AtomicUsize,
@@ -197,6 +200,7 @@ impl Agent {
         component: Arc<AgentComponent>,
         limits: AgentLimits,
         engine: Engine,
+        activity: Arc<GuestActivity>,
         me: Weak<Agent>,
         capabilities: Arc<Capabilities>,
     ) -> Self {
@@ -206,6 +210,7 @@ impl Agent {
             permits: Semaphore::new(limits.max_concurrent.max(1)),
             limits,
             engine,
+            activity,
             slots: Mutex::new(HashMap::new()),
             admitted: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -446,6 +451,7 @@ impl Agent {
         store.limiter(|state| state.limiter());
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         self.arm(&mut store, "", "", None);
+        let _running = self.activity.running();
         let clock = Instant::now();
         let started = tokio::time::timeout(
             self.limits.timeout(),
@@ -515,11 +521,13 @@ impl Agent {
             payload: delivery.payload,
         };
         crate::stage_timing::mark(crate::stage_timing::Stage::InstanceLookup);
+        let running = self.activity.running();
         let result = within(
             self.limits.timeout(),
             live.world.call_handle(&mut live.store, envelope),
         )
         .await;
+        drop(running);
         live.store.data().output.end_call();
         let idle = CallContext::idle(&self.capabilities.idle_scope);
         let call = std::mem::replace(&mut live.store.data_mut().call, idle);

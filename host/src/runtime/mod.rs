@@ -32,10 +32,12 @@
 //! engine's epoch every [`RuntimeConfig::epoch_tick`] (1 ms); at each tick a
 //! running guest yields back to the executor, so a busy agent holds a worker
 //! thread for at most one tick at a time, and the call's wall-time limit (a
-//! tokio timer around the call) can end it. WASI host calls (a guest's sleep,
-//! say) are async too and never block a thread. This costs far less per call
-//! than handing each call to a blocking thread pool, which is what keeps a
-//! warm call in the low microseconds.
+//! tokio timer around the call) can end it. Once no guest has run for 100
+//! ticks the ticker sleeps, and the next guest to start wakes it, so an idle
+//! server does not wake a thousand times a second. WASI host calls (a
+//! guest's sleep, say) are async too and never block a thread. This costs
+//! far less per call than handing each call to a blocking thread pool,
+//! which is what keeps a warm call in the low microseconds.
 //!
 //! # Limits
 //!
@@ -145,7 +147,7 @@ pub struct Runtime {
     components: ComponentStore,
     config: RuntimeConfig,
     services: RuntimeServices,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 impl Runtime {
@@ -186,7 +188,7 @@ impl Runtime {
             engine,
             config,
             services,
-            _ticker: ticker,
+            ticker,
         })
     }
 
@@ -263,6 +265,7 @@ impl Runtime {
                 component,
                 limits,
                 self.engine.clone(),
+                Arc::clone(self.ticker.activity()),
                 me.clone(),
                 capabilities,
             )
