@@ -1,5 +1,8 @@
-//! Bus benchmarks: the cost of one delegation hop between warm agents, and
-//! the throughput of agent calls through the bus with many threads at once.
+//! Bus benchmarks: the cost of one delegation hop between warm agents, the
+//! throughput of agent calls through the bus with many threads at once,
+//! and the CPU an audited echo round trip costs between a connection's
+//! read and write (`BUS_BENCH=audited` runs only that one, small enough
+//! to count its instructions under valgrind: see `docs/benchmarks.md`).
 //!
 //! Needs the example agents (`make agents`). Run with `make bench` or
 //! `cargo bench -p agentserver --bench bus`.
@@ -8,9 +11,11 @@ mod support;
 
 use support::agent_path;
 
+use agentserver::audit::{AuditLog, MemoryAuditStore};
 use agentserver::bus::{
-    AgentName, Bus, BusConfig, Grants, Listener, ListenerTarget, NoAudit, Session,
+    AgentName, AuditSink, Bus, BusConfig, Grants, Listener, ListenerTarget, NoAudit, Session,
 };
+use agentserver::cli::process_cpu_seconds;
 use agentserver::runtime::{AgentLimits, Runtime, RuntimeConfig};
 use agentserver::xml::Tag;
 use std::sync::Arc;
@@ -169,13 +174,128 @@ fn throughput(runtime: &Runtime) {
     );
 }
 
+/// The server's own work on an echo, without sockets: 32 sessions at once
+/// send `<echo>` round trips through the bus with the real audit log (a
+/// memory store), as the connections of `agentserver bench` do; the CPU
+/// the whole process spends (bus, agent calls, the audit writer thread)
+/// per round trip. Stabler than the socket bench on a shared machine,
+/// since it counts work rather than waiting.
+fn audited_echo(runtime: &Runtime) {
+    let filler = "hello, agent ".repeat(80);
+    let large = format!("<echo>{}</echo>", &filler[..1024 - 13]);
+    // BUS_BENCH_PAYLOAD: `25 B` or `1 KiB` alone.
+    let only = std::env::var("BUS_BENCH_PAYLOAD").ok();
+    for (name, payload) in [
+        ("25 B", "<echo>hello, agent</echo>".to_owned()),
+        ("1 KiB", large),
+    ] {
+        if only.as_ref().is_some_and(|only| only != name) {
+            continue;
+        }
+        let store = Arc::new(MemoryAuditStore::new(100_000));
+        let audit = Arc::new(AuditLog::open(store, None).expect("audit log"));
+        let bus = Bus::new(
+            BusConfig::default(),
+            Arc::clone(&audit) as Arc<dyn AuditSink>,
+        );
+        register(&bus, runtime, "echo", "echo", "echo");
+        // BUS_BENCH_TRIPS and BUS_BENCH_SESSIONS: round trips per session
+        // (4,000) and sessions (32), fewer for a run under valgrind.
+        let per_session = std::env::var("BUS_BENCH_TRIPS")
+            .ok()
+            .and_then(|trips| trips.parse().ok())
+            .unwrap_or(4_000);
+        let sessions: usize = std::env::var("BUS_BENCH_SESSIONS")
+            .ok()
+            .and_then(|sessions| sessions.parse().ok())
+            .unwrap_or(32);
+        let (elapsed, cpu) = tokio_runtime().block_on(async {
+            let sessions: Vec<Arc<Session>> = (0..sessions)
+                .map(|i| Arc::new(bus.open_session(&format!("user{i}"), Grants::All)))
+                .collect();
+            // Each session's agent answers, and so has its instance.
+            for session in &sessions {
+                let submitted = session
+                    .submit_and_drive(payload.as_bytes())
+                    .expect("accepted");
+                if let Some(worker) = submitted.worker {
+                    worker.run().await;
+                }
+                let answer = session.outbox().pop().await.expect("answer");
+                assert!(answer.contains("<echoed>"), "{answer}");
+            }
+            let run = |count: usize| {
+                let tasks: Vec<_> = sessions
+                    .iter()
+                    .map(|session| {
+                        let (session, payload) = (Arc::clone(session), payload.clone());
+                        tokio::spawn(async move {
+                            for _ in 0..count {
+                                round_trip(&session, payload.as_bytes(), Driven::Here).await;
+                            }
+                        })
+                    })
+                    .collect();
+                async move {
+                    for task in tasks {
+                        task.await.expect("task");
+                    }
+                }
+            };
+            run(200).await;
+            audit.flush(Duration::from_secs(30));
+            let calls_before = bus.metrics().snapshot().agent_calls;
+            let (start, cpu_start) = (Instant::now(), process_cpu_seconds("self"));
+            run(per_session).await;
+            audit.flush(Duration::from_secs(30));
+            let measured = (start.elapsed(), process_cpu_seconds("self") - cpu_start);
+            let after = bus.metrics().snapshot();
+            assert_eq!(
+                (after.agent_calls - calls_before) as usize,
+                sessions.len() * per_session,
+                "every trip called echo"
+            );
+            assert!(
+                after.refusals.iter().all(|(_, count)| *count == 0),
+                "no trip was refused: {:?}",
+                after.refusals
+            );
+            for session in &sessions {
+                session.end();
+            }
+            measured
+        });
+        let trips = (sessions * per_session) as f64;
+        println!(
+            "audited echo, {name}: {sessions} sessions x {per_session} round trips in {:.2} s: \
+             {:.0} round trips/s, {:.2} µs of CPU per round trip",
+            elapsed.as_secs_f64(),
+            trips / elapsed.as_secs_f64(),
+            cpu * 1e6 / trips
+        );
+    }
+}
+
 fn main() {
     // `cargo bench -- --list` and `cargo test --benches` pass flags; run
     // only when benchmarking.
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    // BUS_BENCH=audited runs only the audited echo, with an instance pool
+    // small enough for valgrind's address space (so at most 6 sessions):
+    // under `valgrind --tool=callgrind`, instructions per round trip are a
+    // figure that does not move with the machine's load.
+    if std::env::var_os("BUS_BENCH").is_some_and(|only| only == "audited") {
+        let small_pool = RuntimeConfig {
+            max_instances: 6,
+            ..RuntimeConfig::default()
+        };
+        audited_echo(&Runtime::new(small_pool).expect("runtime"));
+        return;
+    }
     let runtime = Runtime::new(RuntimeConfig::default()).expect("runtime");
     delegation_hop(&runtime);
     throughput(&runtime);
+    audited_echo(&runtime);
 }

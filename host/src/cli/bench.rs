@@ -286,6 +286,26 @@ fn write_users(path: &Path, count: usize) -> anyhow::Result<Vec<(String, Vec<u8>
     Ok(users)
 }
 
+/// The CPU time (user and system) process `pid` has used, in seconds,
+/// from `/proc/PID/stat` (`pid` may be `self`); 0 where there is none.
+/// Linux counts it in ticks of 1/100 s.
+pub fn process_cpu_seconds(pid: &str) -> f64 {
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |at: usize| fields.get(at).and_then(|v| v.parse::<f64>().ok());
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / TICKS_PER_SECOND,
+        _ => 0.0,
+    }
+}
+
 /// The server under test, as a child process.
 struct ChildServer {
     child: Child,
@@ -324,25 +344,9 @@ impl ChildServer {
         Trust::Fingerprint(self.fingerprint.clone())
     }
 
-    /// The CPU time (user and system) the process has used, in seconds,
-    /// from `/proc` (0 where there is none).
+    /// The CPU time the process has used, in seconds.
     fn cpu_seconds(&self) -> f64 {
-        /// Linux reports these times in ticks of 1/100 s.
-        const TICKS_PER_SECOND: f64 = 100.0;
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // The fields after the command name, which is in parentheses.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let ticks = |at: usize| fields.get(at).and_then(|v| v.parse::<f64>().ok());
-        // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
-        match (ticks(11), ticks(12)) {
-            (Some(user), Some(system)) => (user + system) / TICKS_PER_SECOND,
-            _ => 0.0,
-        }
+        process_cpu_seconds(&self.child.id().to_string())
     }
 
     fn rss_kib(&self) -> u64 {

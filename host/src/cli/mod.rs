@@ -18,6 +18,8 @@ mod sign;
 mod unsigned;
 mod user;
 
+pub use bench::process_cpu_seconds;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::io::{Read as _, Write as _};
