@@ -84,14 +84,14 @@ pub(crate) struct GuestActivity {
 impl GuestActivity {
     /// Counts a guest as running until the guard drops, waking the ticker
     /// if it sleeps.
-    pub(crate) fn running(self: &Arc<Self>) -> Running {
+    pub(crate) fn running(&self) -> Running<'_> {
         self.running.fetch_add(1, Ordering::SeqCst);
         if self.parked.load(Ordering::SeqCst) {
             if let Some(ticker) = self.ticker.get() {
                 ticker.unpark();
             }
         }
-        Running(Arc::clone(self))
+        Running(self)
     }
 
     /// Ticks made so far.
@@ -102,9 +102,9 @@ impl GuestActivity {
 }
 
 /// A running guest, counted until dropped.
-pub(crate) struct Running(Arc<GuestActivity>);
+pub(crate) struct Running<'a>(&'a GuestActivity);
 
-impl Drop for Running {
+impl Drop for Running<'_> {
     fn drop(&mut self) {
         self.0.running.fetch_sub(1, Ordering::SeqCst);
     }
