@@ -466,10 +466,7 @@ async fn a_hello_without_a_valid_federation_certificate_is_refused_and_audited()
             .send(&hello(&a, &b, &nonce, certificate, &link))
             .await
             .unwrap();
-        match tokio::time::timeout(Duration::from_secs(10), client.receive()).await {
-            Ok(Ok(Received::Closed(code, _))) => assert_eq!(code, 1008),
-            other => panic!("expected the hello to be refused, got {other:?}"),
-        }
+        hello_refused(&mut client).await;
         assert!(
             b.audit
                 .records()
@@ -559,6 +556,15 @@ async fn refused_with(server: &TestServer, reason: &str) {
     }
 }
 
+/// Expects the server to refuse the hello just sent: the connection is
+/// closed with 1008.
+async fn hello_refused(client: &mut Client) {
+    match tokio::time::timeout(Duration::from_secs(10), client.receive()).await {
+        Ok(Ok(Received::Closed(code, _))) => assert_eq!(code, 1008),
+        other => panic!("expected the hello to be refused, got {other:?}"),
+    }
+}
+
 /// Expects the server to close the connection with 1008 and `reason`.
 async fn closed_with(client: &mut Client, reason: &str) {
     loop {
@@ -638,10 +644,7 @@ async fn a_node_key_revoked_by_its_owner_is_refused_at_once_over_the_open_link()
         ))
         .await
         .unwrap();
-    match tokio::time::timeout(Duration::from_secs(10), client.receive()).await {
-        Ok(Ok(Received::Closed(code, _))) => assert_eq!(code, 1008),
-        other => panic!("expected the hello to be refused, got {other:?}"),
-    }
+    hello_refused(&mut client).await;
     refused_with(&a, "hello refused: node key revoked").await;
 
     // B's own server signs nothing more: A's users cannot reach B's
@@ -730,10 +733,7 @@ async fn only_the_peer_owners_revocations_count_and_they_pre_empt_unseen_keys() 
         ))
         .await
         .unwrap();
-    match tokio::time::timeout(Duration::from_secs(10), client.receive()).await {
-        Ok(Ok(Received::Closed(code, _))) => assert_eq!(code, 1008),
-        other => panic!("expected the hello to be refused, got {other:?}"),
-    }
+    hello_refused(&mut client).await;
     refused_with(&a, "hello refused: node key revoked").await;
 
     // B's owner's revocation of the very key that connected, sent over its

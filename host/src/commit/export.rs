@@ -617,6 +617,49 @@ mod tests {
         command.to_record().unwrap()
     }
 
+    /// Opens a log over `store` whose checkpoints `key` signs every
+    /// `every_entries` entries, records `count` messages (`text` gives the
+    /// i-th), each stored before the next so that checkpoints fall where
+    /// counted, stops checkpoints after message `stop` when given, and
+    /// closes the log.
+    fn record_signed(
+        store: &Arc<MemoryAuditStore>,
+        key: &NodeKey,
+        organism: &str,
+        every_entries: u64,
+        count: usize,
+        stop: Option<usize>,
+        text: impl Fn(usize) -> String,
+    ) {
+        let log = AuditLog::open(
+            store.clone(),
+            Some(CheckpointSigner {
+                key: key.clone(),
+                organism: organism.to_owned(),
+                every_entries,
+                every: Duration::ZERO,
+                stopped: Default::default(),
+            }),
+        )
+        .unwrap();
+        let session = SessionId::from_string("s");
+        for i in 0..count {
+            log.record(AuditRecord {
+                kind: AuditKind::Message,
+                thread: None,
+                session: &session,
+                from: "user:alice",
+                tag: "echo",
+                depth: 0,
+                canonical: &text(i),
+            });
+            assert!(log.flush(Duration::from_secs(5)));
+            if stop == Some(i) {
+                log.stop_checkpoints();
+            }
+        }
+    }
+
     /// 20 messages, a checkpoint after every 6 entries and one on closing:
     /// checkpoints at entries 7, 14, 21 and 24.
     fn fixture() -> Fixture {
@@ -629,36 +672,10 @@ mod tests {
         let owner = SigningKey::from_bytes(&[1; 32]);
         let node = NodeKey::from(SigningKey::from_bytes(&[2; 32]));
         let store = Arc::new(MemoryAuditStore::new(1_000));
-        {
-            let log = AuditLog::open(
-                store.clone(),
-                Some(CheckpointSigner {
-                    key: node.clone(),
-                    organism: hex::encode(Sha256::digest(owner.verifying_key().as_bytes())),
-                    every_entries: 6,
-                    every: Duration::ZERO,
-                    stopped: Default::default(),
-                }),
-            )
-            .unwrap();
-            let session = SessionId::from_string("s");
-            for i in 0..20 {
-                log.record(AuditRecord {
-                    kind: AuditKind::Message,
-                    thread: None,
-                    session: &session,
-                    from: "user:alice",
-                    tag: "echo",
-                    depth: 0,
-                    canonical: &format!("<echo>line {i}\nof text</echo>"),
-                });
-                // One entry per batch, so that checkpoints fall where counted.
-                assert!(log.flush(Duration::from_secs(5)));
-                if stop == Some(i) {
-                    log.stop_checkpoints();
-                }
-            }
-        }
+        let organism = hex::encode(Sha256::digest(owner.verifying_key().as_bytes()));
+        record_signed(&store, &node, &organism, 6, 20, stop, |i| {
+            format!("<echo>line {i}\nof text</echo>")
+        });
         let entries = store.audit_entries(1, 1_000).unwrap();
         Fixture {
             certificate: certificate(&owner, &node, 4_000_000_000),
@@ -848,30 +865,9 @@ mod tests {
         // The old key signs the first run's checkpoints, the new key the
         // second run's: checkpoints at 4, 8, 10 (closing), then 14, 18, 20.
         for key in [&old, &new] {
-            let log = AuditLog::open(
-                store.clone(),
-                Some(CheckpointSigner {
-                    key: key.clone(),
-                    organism: organism.clone(),
-                    every_entries: 3,
-                    every: Duration::ZERO,
-                    stopped: Default::default(),
-                }),
-            )
-            .unwrap();
-            let session = SessionId::from_string("s");
-            for i in 0..8 {
-                log.record(AuditRecord {
-                    kind: AuditKind::Message,
-                    thread: None,
-                    session: &session,
-                    from: "user:alice",
-                    tag: "echo",
-                    depth: 0,
-                    canonical: &format!("<echo>{i}</echo>"),
-                });
-                assert!(log.flush(Duration::from_secs(5)));
-            }
+            record_signed(&store, key, &organism, 3, 8, None, |i| {
+                format!("<echo>{i}</echo>")
+            });
         }
         let entries = store.audit_entries(1, 1_000).unwrap();
         let certificates = [

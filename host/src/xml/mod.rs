@@ -105,14 +105,20 @@ impl fmt::Debug for CanonicalXml {
     }
 }
 
-/// The size and encoding checks that come before any parsing.
-fn check_input<'i>(input: &'i [u8], limits: &Limits) -> Result<&'i str, XmlError> {
-    if input.len() > limits.max_input_bytes {
+/// Refuses input longer than the limit.
+fn check_size(size: usize, limits: &Limits) -> Result<(), XmlError> {
+    if size > limits.max_input_bytes {
         return Err(XmlError::TooLarge {
-            size: input.len(),
+            size,
             limit: limits.max_input_bytes,
         });
     }
+    Ok(())
+}
+
+/// The size and encoding checks that come before any parsing.
+fn check_input<'i>(input: &'i [u8], limits: &Limits) -> Result<&'i str, XmlError> {
+    check_size(input.len(), limits)?;
     let text = std::str::from_utf8(input).map_err(|_| XmlError::InvalidUtf8)?;
     // A byte order mark is encoding metadata, not content.
     Ok(text.strip_prefix('\u{FEFF}').unwrap_or(text))
@@ -191,12 +197,7 @@ pub fn ingest(input: &[u8], limits: &Limits) -> Result<Ingested, XmlError> {
 /// form becomes its payload without being copied (what an agent emits
 /// usually is).
 pub fn ingest_owned(text: String, limits: &Limits) -> Result<Ingested, XmlError> {
-    if text.len() > limits.max_input_bytes {
-        return Err(XmlError::TooLarge {
-            size: text.len(),
-            limit: limits.max_input_bytes,
-        });
-    }
+    check_size(text.len(), limits)?;
     if let Some(root) = fast::simple_root(&text, limits) {
         return Ok(Ingested::one(text, root));
     }
